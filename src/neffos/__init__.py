@@ -1,0 +1,1 @@
+"""neffos for Python (work in progress)."""
