@@ -1,1 +1,124 @@
-"""neffos for Python (work in progress)."""
+"""neffos for Python: a real-time WebSocket framework for asyncio.
+
+Wire-compatible with the Go neffos framework and the neffos.js client.
+See README.md for a tour; the public API is everything in ``__all__``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._http import Headers, Request
+from .client import Reconnect, dial
+from .conn import Conn, NSConn, Room
+from .encoding import marshal, unmarshal
+from .errors import (
+    AskTimeout,
+    BadNamespace,
+    BadRoom,
+    CloseError,
+    ConnectionClosed,
+    DialError,
+    HandshakeRefused,
+    InvalidPayload,
+    NeffosError,
+    RemoteError,
+    Reply,
+    TooManyPendingAsks,
+    WriteClosed,
+    register_known_error,
+    resolve_error,
+)
+from .handlers import (
+    ConnHandler,
+    Events,
+    Namespaces,
+    WithTimeout,
+    event_prefix_matcher,
+    event_trim_prefix_matcher,
+    from_object,
+    join_conn_handlers,
+    with_timeout,
+)
+from .protocol import (
+    ON_ANY_EVENT,
+    ON_NAMESPACE_CONNECT,
+    ON_NAMESPACE_CONNECTED,
+    ON_NAMESPACE_DISCONNECT,
+    ON_NATIVE_MESSAGE,
+    ON_ROOM_JOIN,
+    ON_ROOM_JOINED,
+    ON_ROOM_LEAVE,
+    ON_ROOM_LEFT,
+    Message,
+    is_system_event,
+)
+from .server import Exclude, Listener, Server, UpgradeError, exclude, serve
+
+if TYPE_CHECKING:
+    from . import testing
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ON_ANY_EVENT",
+    "ON_NAMESPACE_CONNECT",
+    "ON_NAMESPACE_CONNECTED",
+    "ON_NAMESPACE_DISCONNECT",
+    "ON_NATIVE_MESSAGE",
+    "ON_ROOM_JOIN",
+    "ON_ROOM_JOINED",
+    "ON_ROOM_LEAVE",
+    "ON_ROOM_LEFT",
+    "AskTimeout",
+    "BadNamespace",
+    "BadRoom",
+    "CloseError",
+    "Conn",
+    "ConnHandler",
+    "ConnectionClosed",
+    "DialError",
+    "Events",
+    "Exclude",
+    "HandshakeRefused",
+    "Headers",
+    "InvalidPayload",
+    "Listener",
+    "Message",
+    "NSConn",
+    "Namespaces",
+    "NeffosError",
+    "Reconnect",
+    "RemoteError",
+    "Reply",
+    "Request",
+    "Room",
+    "Server",
+    "TooManyPendingAsks",
+    "UpgradeError",
+    "WithTimeout",
+    "WriteClosed",
+    "dial",
+    "event_prefix_matcher",
+    "event_trim_prefix_matcher",
+    "exclude",
+    "from_object",
+    "is_system_event",
+    "join_conn_handlers",
+    "marshal",
+    "register_known_error",
+    "resolve_error",
+    "serve",
+    "testing",
+    "unmarshal",
+    "with_timeout",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Submodules with optional weight are imported on first use.
+    if name in ("testing", "exchange"):
+        import importlib
+
+        return importlib.import_module(f"neffos.{name}")
+    raise AttributeError(f"module 'neffos' has no attribute {name!r}")

@@ -129,7 +129,7 @@ class HandshakeRefused(DialError):
     """
 
 
-class Reply(Exception):  # noqa: N818 - control flow, not an error
+class Reply(Exception):
     """Answer an ``ask`` with ``body``: return or raise it from an event handler.
 
     Returning ``bytes``/``str`` from a handler is a shortcut for ``Reply(body)``.
@@ -168,7 +168,8 @@ def register_known_error(error: BaseException | type[BaseException]) -> None:
             a ``resolve_error`` hook.
     """
     if isinstance(error, type):
-        if not (issubclass(error, BaseException) and callable(getattr(error, "resolve_error", None))):
+        hook = getattr(error, "resolve_error", None)
+        if not (issubclass(error, BaseException) and callable(hook)):
             raise TypeError("an exception class needs a resolve_error(text) -> bool hook")
     elif not isinstance(error, BaseException):
         raise TypeError(f"expected an exception, got {type(error).__name__}")

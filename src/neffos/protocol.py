@@ -139,7 +139,7 @@ class Message:
         self.namespace = namespace
         self.room = room
         self.event = event
-        self.body = body if body.__class__ is bytes else _to_bytes(body)  # type: ignore[assignment]
+        self.body = body if body.__class__ is bytes else _to_bytes(body)
         self.err = err
         self.wait = wait
         self.to = to

@@ -1,0 +1,301 @@
+"""The HTTP side of a neffos endpoint (PROTOCOL.md §3), independent of WebSocket libraries.
+
+:class:`HttpFront` is the asyncio protocol that owns a freshly accepted TCP
+connection: it reads the request head, answers everything that is not a
+WebSocket upgrade itself (``HEAD`` -> 302, other methods -> 405, closed server ->
+500, wrong path -> 404), applies the ``X-Websocket-Header-*`` rule, and then
+hands the connection to the WebSocket library of the listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
+from typing import Any, Protocol
+
+__all__ = ["Headers", "HttpFront", "Request", "apply_url_headers", "canonical_header_key"]
+
+log = logging.getLogger("neffos.server")
+
+URL_HEADER_PREFIX = "X-Websocket-Header-"
+RECONNECT_HEADER = "X-Websocket-Reconnect"
+MAX_HEAD_SIZE = 16 * 1024
+
+
+class Headers:
+    """A case-insensitive multi-map of HTTP headers that keeps order and spelling."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] | dict[str, str] | None = None) -> None:
+        if items is None:
+            self._items: list[tuple[str, str]] = []
+        elif isinstance(items, dict):
+            self._items = list(items.items())
+        else:
+            self._items = list(items)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name``, or ``default``."""
+        lower = name.lower()
+        for key, value in self._items:
+            if key.lower() == lower:
+                return value
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name`` in order."""
+        lower = name.lower()
+        return [value for key, value in self._items if key.lower() == lower]
+
+    def add(self, name: str, value: str) -> None:
+        """Append a value (never replaces)."""
+        self._items.append((name, value))
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def items(self) -> list[tuple[str, str]]:
+        """All (name, value) pairs in order."""
+        return list(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+class Request:
+    """The HTTP request that opened a connection (``conn.request``)."""
+
+    __slots__ = ("_query", "headers", "method", "path", "query_string", "remote_address")
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        headers: Headers,
+        remote_address: tuple[str, int] | None = None,
+    ) -> None:
+        self.method = method
+        path, _, query = target.partition("?")
+        self.path = path
+        self.query_string = query
+        self.headers = headers
+        self.remote_address = remote_address
+        self._query: dict[str, list[str]] | None = None
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        """The decoded query parameters (name -> values)."""
+        if self._query is None:
+            self._query = urllib.parse.parse_qs(self.query_string, keep_blank_values=True)
+        return self._query
+
+    @property
+    def target(self) -> str:
+        return f"{self.path}?{self.query_string}" if self.query_string else self.path
+
+    def __repr__(self) -> str:
+        return f"Request({self.method} {self.target!r})"
+
+
+# -- PROTOCOL.md §3.2 ---------------------------------------------------------
+
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def canonical_header_key(key: str) -> str:
+    """Go's ``CanonicalMIMEHeaderKey``: ``x-my-key`` -> ``X-My-Key``.
+
+    Keys with a byte that is not an RFC 7230 token character are left unchanged.
+    """
+    if not key or any(c not in _TOKEN_CHARS for c in key):
+        return key
+    out = []
+    upper = True
+    for c in key:
+        out.append(c.upper() if upper else c.lower())
+        upper = c == "-"
+    return "".join(out)
+
+
+def _go_parse_query(query: str) -> list[tuple[str, str]]:
+    # Go's url.ParseQuery: "&"-separated; a pair containing a raw ";" is dropped.
+    pairs = []
+    for part in query.split("&"):
+        if not part or ";" in part:
+            continue
+        key, _, value = part.partition("=")
+        try:
+            pairs.append(
+                (urllib.parse.unquote_plus(key, errors="strict"),
+                 urllib.parse.unquote_plus(value, errors="strict"))
+            )
+        except UnicodeDecodeError:
+            continue
+    return pairs
+
+
+def apply_url_headers(request: Request) -> None:
+    """Add ``X-Websocket-Header-<name>=<value>`` query parameters as request headers."""
+    if "X-" not in request.query_string and "x-" not in request.query_string:
+        return
+    prefix_len = len(URL_HEADER_PREFIX)
+    for raw_key, value in _go_parse_query(request.query_string):
+        if len(raw_key) <= prefix_len:
+            continue
+        key = canonical_header_key(raw_key)
+        if key.startswith(URL_HEADER_PREFIX):
+            request.headers.add(canonical_header_key(key[prefix_len:]), value)
+
+
+def reconnect_tries(request: Request) -> int:
+    """``X-Websocket-Reconnect`` as an int (missing or not a number: 0)."""
+    value = request.headers.get(RECONNECT_HEADER)
+    try:
+        return max(int(value), 0) if value is not None else 0
+    except ValueError:
+        return 0
+
+
+# -- the front protocol -------------------------------------------------------
+
+
+class Endpoint(Protocol):
+    """What :class:`HttpFront` needs from a listener."""
+
+    path: str | None
+    handshake_timeout: float
+
+    def route(self, request: Request) -> tuple[int, list[tuple[str, str]], bytes] | None: ...
+
+    def upgrade(self, transport: asyncio.Transport, head: bytes, request: Request) -> None: ...
+
+
+def http_response(status: int, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    phrase = HTTPStatus(status).phrase
+    lines = [f"HTTP/1.1 {status} {phrase}"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    lines.append(f"Content-Length: {len(body)}")
+    lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class HttpFront(asyncio.Protocol):
+    """Reads one HTTP request head, answers it or hands the connection over."""
+
+    __slots__ = ("_buffer", "_endpoint", "_timer", "_transport")
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        timeout = self._endpoint.handshake_timeout
+        if timeout:
+            self._timer = asyncio.get_running_loop().call_later(timeout, transport.abort)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def data_received(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        self._buffer += data
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buffer) > MAX_HEAD_SIZE:
+                self._reply(431, [], b"Request Header Fields Too Large\n")
+            return
+        head = bytes(self._buffer)
+        try:
+            request = _parse_head(head[:end], transport)
+        except ValueError as exc:
+            self._reply(400, [], f"Bad Request: {exc}\n".encode())
+            return
+        try:
+            answer = self._endpoint.route(request)
+        except Exception:
+            log.exception("routing %r failed", request)
+            answer = (500, [], b"Internal Server Error\n")
+        if answer is not None:
+            self._reply(*answer)
+            return
+        self._cancel_timer()
+        self._transport = None
+        try:
+            self._endpoint.upgrade(transport, head, request)
+        except Exception:
+            log.exception("WebSocket upgrade of %r failed", request)
+            transport.abort()
+
+    def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        transport = self._transport
+        self._transport = None
+        self._cancel_timer()
+        if transport is not None:
+            transport.write(http_response(status, headers, body))
+            transport.close()
+
+
+def _parse_head(head: bytes, transport: asyncio.BaseTransport) -> Request:
+    try:
+        text = head.decode("latin-1")
+    except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes anything
+        raise ValueError("undecodable request head") from exc
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise ValueError("malformed request line")
+    method, target, _version = parts
+    headers = Headers()
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise ValueError("malformed header line")
+        # Header values are bytes on the wire; keep non-ASCII as UTF-8 text.
+        headers.add(name, value.strip().encode("latin-1").decode("utf-8", "replace"))
+    peer = transport.get_extra_info("peername")
+    remote = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
+    return Request(method, target, headers, remote)
+
+
+def plain_text(status: int, text: str, extra: list[tuple[str, str]] | None = None) -> tuple[
+    int, list[tuple[str, str]], bytes
+]:
+    """A Go-like ``http.Error`` answer."""
+    headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("X-Content-Type-Options", "nosniff"),
+        *(extra or []),
+    ]
+    return status, headers, (text + "\n").encode()
+
+
+Router = Callable[[Request], Any]

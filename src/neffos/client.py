@@ -1,0 +1,356 @@
+"""The neffos client: :func:`dial`, the client connection and its reconnect policy."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ._http import RECONNECT_HEADER, Request
+from .conn import Config, Conn, NSConn
+from .errors import ConnectionClosed, DialError, HandshakeRefused, NeffosError
+from .handlers import ConnHandler
+from .protocol import ACK_HELLO, TokenGenerator, parse_ack
+from .server import DEFAULT_TRANSPORT, load_transport
+from .transports.base import Receiver, Socket
+
+__all__ = ["Reconnect", "dial"]
+
+log = logging.getLogger("neffos.client")
+
+
+class Connector(Protocol):
+    """A transport's client side (a ``neffos.transports.*`` module or a testing helper)."""
+
+    NAME: str
+
+    async def connect(
+        self,
+        receiver: Receiver,
+        url: str,
+        headers: list[tuple[str, str]],
+        *,
+        timeout: float | None,
+        max_message_size: int,
+    ) -> Socket: ...
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """How a client reconnects after losing its connection.
+
+    Delays grow from ``initial_delay`` by ``factor`` up to ``max_delay``
+    seconds, each randomised by ``±jitter`` (a fraction). ``max_tries=None``
+    retries forever. After reconnecting, the client connects again to the
+    namespaces and joins again the rooms it had, and the server sees
+    ``X-Websocket-Reconnect: <tries>`` (``conn.reconnect_tries`` there).
+    """
+
+    initial_delay: float = 0.5
+    max_delay: float = 30.0
+    factor: float = 2.0
+    jitter: float = 0.2
+    max_tries: int | None = None
+
+    def delay(self, attempt: int) -> float:
+        """The delay before attempt number ``attempt`` (1-based)."""
+        base = min(self.max_delay, self.initial_delay * self.factor ** max(attempt - 1, 0))
+        return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+
+
+class _Offline:
+    """The socket of a client connection that is not connected right now."""
+
+    receiver: Receiver | None = None
+    request: Request | None = None
+    transport_name = "offline"
+
+    def send(self, data: bytes, binary: bool) -> int:
+        raise ConnectionClosed()
+
+    def ping(self) -> None:
+        pass
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        pass
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        return None
+
+
+class ClientConn(Conn):
+    """A client connection (returned by :func:`dial`)."""
+
+    __slots__ = (
+        "_ack_future",
+        "_connector",
+        "_dial_timeout",
+        "_headers",
+        "_online",
+        "_reconnect",
+        "_reconnect_task",
+        "_sweeper",
+        "url",
+    )
+
+    is_client = True
+
+    def __init__(
+        self,
+        url: str,
+        handler: ConnHandler,
+        cfg: Config,
+        connector: Connector,
+        headers: list[tuple[str, str]],
+        dial_timeout: float | None,
+        reconnect: Reconnect | None,
+    ) -> None:
+        super().__init__(_Offline(), handler, cfg, TokenGenerator("$"))
+        self.url = url
+        self._connector = connector
+        self._headers = headers
+        self._dial_timeout = dial_timeout
+        self._reconnect = reconnect
+        self._online = False
+        self._ack_future: asyncio.Future[str] | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def is_connected(self) -> bool:
+        """True while the WebSocket is up and acknowledged (False while reconnecting)."""
+        return self._online and self._acked and not self._closed
+
+    async def __aenter__(self) -> ClientConn:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- connecting --------------------------------------------------------------
+
+    async def _open(self, tries: int) -> None:
+        """One attempt: open the WebSocket and complete the neffos handshake."""
+        headers = [(k, v) for k, v in self._headers if k.lower() != RECONNECT_HEADER.lower()]
+        if tries:
+            headers.append((RECONNECT_HEADER, str(tries)))
+        timeout = self._dial_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                sock = await self._connector.connect(
+                    self, self.url, headers, timeout=timeout,
+                    max_message_size=self._cfg.max_message_size,
+                )
+                self.socket = sock
+                sock.receiver = self
+                self.reconnect_tries = tries
+                if self.handler.only_native:
+                    self._online = True
+                    self._acked = True
+                    if "" not in self._namespaces:
+                        self._add_namespace(NSConn(self, "", self.handler.namespaces[""]))
+                else:
+                    self._preack = []
+                    fut = self._ack_future = self._loop.create_future()
+                    self._online = True
+                    self._send(ACK_HELLO, False)
+                    self.id = await fut
+        except TimeoutError as exc:
+            self._abandon_socket()
+            raise DialError(f"no handshake from {self.url} within {timeout}s") from exc
+        except BaseException:
+            self._abandon_socket()
+            raise
+        self._start_timeouts()
+        interval = self._cfg.ping_interval
+        if interval and self._sweeper is None:
+            self._sweeper = self._loop.create_task(self._sweep(interval))
+
+    def _abandon_socket(self) -> None:
+        sock = self.socket
+        self._online = False
+        self._preack = None
+        self.socket = _Offline()
+        sock.receiver = None
+        sock.close(1000, "")
+
+    def _feed_preack(self, data: bytes, binary: bool) -> None:
+        fut = self._ack_future
+        ack = None if binary else parse_ack(data)
+        if ack is not None and ack[0] == "A":
+            queued: list[tuple[bytes, bool]] = self._preack or []
+            self._preack = None
+            self._acked = True
+            if fut is not None and not fut.done():
+                fut.set_result(ack[1])
+            for frame, is_binary in queued:  # frames that overtook the ack
+                self.feed(frame, is_binary)
+        elif ack is not None and ack[0] == "H":
+            if fut is not None and not fut.done():
+                fut.set_exception(HandshakeRefused(ack[1]))
+        else:
+            early = self._preack
+            assert early is not None
+            if len(early) >= self._cfg.max_queued_frames:
+                if fut is not None and not fut.done():
+                    fut.set_exception(DialError("too many frames before the acknowledgement"))
+                return
+            early.append((data, binary))
+
+    async def _sweep(self, interval: float) -> None:
+        while not self._closed:
+            await asyncio.sleep(interval)
+            if self._online and self._acked:
+                self._heartbeat()
+
+    def _send(self, data: bytes, binary: bool) -> bool:
+        if not self._online:
+            return False
+        return super()._send(data, binary)
+
+    # -- losing the connection -----------------------------------------------------
+
+    def socket_closed(self, exc: BaseException | None) -> None:
+        if self._closed or not self._online:
+            return
+        if self._reconnect is None or not self._acked:
+            super().socket_closed(exc)
+            return
+        # Lost, but we will try again: the same forced events as a close, then
+        # reconnect in the background and restore namespaces and rooms.
+        log.info("[%s] connection lost; reconnecting", self.id)
+        self._online = False
+        self._acked = False
+        self.socket = _Offline()
+        had = {ns.namespace: list(ns.rooms) for ns in self._namespaces.values()}
+        nsconns = list(self._namespaces.values())
+        super()._fail_waiters()
+        self._reconnect_task = self._loop.create_task(self._reconnect_loop(had, nsconns))
+
+    async def _reconnect_loop(self, had: dict[str, list[str]], nsconns: list[NSConn]) -> None:
+        policy = self._reconnect
+        assert policy is not None
+        try:
+            await self._force_disconnect_all()
+            tries = 0
+            while not self._closed:
+                tries += 1
+                if policy.max_tries is not None and tries > policy.max_tries:
+                    log.warning("[%s] giving up after %d reconnection attempts", self.id, tries - 1)
+                    break
+                await asyncio.sleep(policy.delay(tries))
+                if self._closed:
+                    return
+                try:
+                    await self._open(tries)
+                except (DialError, OSError) as exc:
+                    log.info("[%s] reconnection attempt %d failed: %s", self.id, tries, exc)
+                    continue
+                log.info("[%s] reconnected after %d attempt(s)", self.id, tries)
+                await self._restore(had, nsconns)
+                return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("[%s] reconnection failed", self.id)
+        finally:
+            self._reconnect_task = None
+        if not self._closed and not self._online:
+            self._closed = True
+            await self._close_sequence()
+
+    async def _restore(self, had: dict[str, list[str]], nsconns: list[NSConn]) -> None:
+        by_name = {ns.namespace: ns for ns in nsconns}
+        for name, rooms in had.items():
+            try:
+                ns = await self._connect_nsconn(by_name[name], timeout=self._dial_timeout)
+                for room in rooms:
+                    await ns.join_room(room, timeout=self._dial_timeout)
+            except (NeffosError, OSError) as exc:
+                log.warning("[%s] could not restore namespace %r: %s", self.id, name, exc)
+
+    async def _connect_nsconn(self, ns: NSConn, timeout: float | None) -> NSConn:
+        """Connect again a namespace connection object kept across a reconnection."""
+        ns.rooms.clear()
+        existing = self._namespaces.get(ns.namespace)
+        if existing is not None:
+            return existing
+        return await self._connect_with(ns, timeout)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        task = self._reconnect_task
+        if task is not None and not self._closed:
+            task.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if not self._online and not self._closed:
+            # Offline (between reconnection attempts): nothing to send.
+            self._closed = True
+            self._fail_waiters()
+            self._loop.call_soon(self._begin_close_sequence)
+            return
+        super().close(code, reason)
+
+
+async def dial(
+    url: str,
+    handler: Any,
+    *,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    timeout: float | None = 10.0,
+    reconnect: Reconnect | bool | None = None,
+    transport: str | Connector = DEFAULT_TRANSPORT,
+    max_message_size: int = 1 << 20,
+    send_buffer: int = 1 << 20,
+    max_pending_asks: int = 1024,
+    max_queued_frames: int = 4096,
+    ping_interval: float | None = 20.0,
+) -> ClientConn:
+    """Connect to a neffos server and complete the handshake.
+
+    Args:
+        url: ``ws://`` or ``wss://`` endpoint.
+        handler: the connection handler (namespaces and events this client knows).
+        headers: extra HTTP headers for the handshake (e.g. ``X-Username``).
+        timeout: seconds for the WebSocket handshake plus the neffos
+            acknowledgement (``None``: wait forever).
+        reconnect: ``True`` or a :class:`Reconnect` policy to reconnect after
+            the connection is lost (not after :meth:`~Conn.close`).
+        transport: ``"picows"`` (default), ``"websockets"``, ``"aiohttp"``, or a
+            connector such as :func:`neffos.testing.memory_transport`.
+        max_message_size, send_buffer, max_pending_asks, max_queued_frames,
+        ping_interval: limits, as for :class:`~neffos.Server`.
+
+    Returns:
+        the client connection; use it as ``async with await dial(...) as conn``.
+
+    Raises:
+        HandshakeRefused: the server's ``on_connect`` refused (its text).
+        DialError: the connection could not be opened or no acknowledgement
+            arrived in time.
+    """
+    compiled = ConnHandler.compile(handler)
+    connector: Connector = load_transport(transport) if isinstance(transport, str) else transport
+    header_list = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
+    cfg = Config(
+        log=log,
+        send_buffer=send_buffer,
+        max_pending_asks=max_pending_asks,
+        max_message_size=max_message_size,
+        handshake_timeout=timeout,
+        ping_interval=ping_interval,
+        max_queued_frames=max_queued_frames,
+    )
+    policy = Reconnect() if reconnect is True else (reconnect or None)
+    conn = ClientConn(url, compiled, cfg, connector, header_list, timeout, policy)
+    try:
+        await conn._open(0)
+    except BaseException:
+        conn._closed = True
+        raise
+    return conn

@@ -1,0 +1,234 @@
+"""The default transport: picows (a fast WebSocket library written in Cython).
+
+The server side accepts TCP connections with :class:`neffos._http.HttpFront`
+(which implements the HTTP rules of PROTOCOL.md §3) and hands upgrade requests
+over to picows' protocol; the client side uses ``picows.ws_connect``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+try:
+    from picows import (
+        WSAutoPingStrategy,
+        WSCloseCode,
+        WSError,
+        WSListener,
+        WSMsgType,
+        WSTransport,
+        ws_connect,
+    )
+    from picows.picows import WSProtocol  # type: ignore[attr-defined]
+except ImportError as exc:  # pragma: no cover - picows is a dependency
+    raise ImportError(
+        "the picows transport needs picows: pip install 'neffos' (it is a dependency)"
+    ) from exc
+
+from .._http import HttpFront, Request
+from ..errors import DialError
+from .base import Receiver, peer_of
+
+if TYPE_CHECKING:
+    from picows import WSFrame
+
+    from ..server import Listener
+
+NAME = "picows"
+
+_log = logging.getLogger("neffos.transports.picows")
+_TEXT = WSMsgType.TEXT
+_BINARY = WSMsgType.BINARY
+_CONTINUATION = WSMsgType.CONTINUATION
+_PONG = WSMsgType.PONG
+_CLOSE = WSMsgType.CLOSE
+_CLOSE_CODES = {c.value for c in WSCloseCode}
+#: small initial read buffer: it grows on demand, and idle connections stay cheap
+_READ_BUFFER = 2048
+
+
+class PicowsSocket(WSListener):
+    """A neffos Socket on top of a picows connection."""
+
+    __slots__ = ("_frag", "_frag_binary", "_max_size", "_ws", "receiver", "request", "server")
+
+    transport_name = NAME
+
+    def __init__(self, request: Request | None, max_size: int, server: Any = None) -> None:
+        self.receiver: Receiver | None = None
+        self.request = request
+        self.server = server
+        self._ws: WSTransport | None = None
+        self._max_size = max_size
+        self._frag: bytearray | None = None
+        self._frag_binary = False
+
+    # -- picows callbacks --------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self._ws = transport
+        if self.server is not None:
+            self.server._accept(self)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        msg_type = frame.msg_type
+        if msg_type is _TEXT or msg_type is _BINARY:
+            if frame.fin:
+                receiver = self.receiver
+                if receiver is not None:
+                    receiver.feed(frame.get_payload_as_bytes(), msg_type is _BINARY)
+            else:
+                self._frag = bytearray(frame.get_payload_as_memoryview())
+                self._frag_binary = msg_type is _BINARY
+        elif msg_type is _CONTINUATION:
+            frag = self._frag
+            if frag is None:
+                self.close(1002, "unexpected continuation frame")
+                return
+            frag += frame.get_payload_as_memoryview()
+            if len(frag) > self._max_size:
+                self._frag = None
+                self.close(1009, "message too big")
+                return
+            if frame.fin:
+                self._frag = None
+                receiver = self.receiver
+                if receiver is not None:
+                    receiver.feed(bytes(frag), self._frag_binary)
+        elif msg_type is _PONG:
+            receiver = self.receiver
+            if receiver is not None:
+                receiver.alive()
+        elif msg_type is _CLOSE:
+            code = frame.get_close_code()
+            transport.send_close(code if code.value in _CLOSE_CODES else WSCloseCode.OK)
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        receiver = self.receiver
+        if receiver is not None:
+            self.receiver = None
+            receiver.socket_closed(None)
+
+    def pause_writing(self) -> None:
+        if self.receiver is not None:
+            self.receiver.writing_paused()
+
+    def resume_writing(self) -> None:
+        if self.receiver is not None:
+            self.receiver.writing_resumed()
+
+    # -- Socket ---------------------------------------------------------------------
+
+    def send(self, data: bytes, binary: bool) -> int:
+        ws = self._ws
+        assert ws is not None
+        ws.send(_BINARY if binary else _TEXT, data)
+        return ws.underlying_transport.get_write_buffer_size()
+
+    def ping(self) -> None:
+        if self._ws is not None:
+            self._ws.send_ping()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        ws = self._ws
+        if ws is None or ws.is_disconnected:
+            return
+        if not ws.is_close_frame_sent:
+            close_code = WSCloseCode(code) if code in _CLOSE_CODES else WSCloseCode.OK
+            ws.send_close(close_code, reason.encode()[:120])
+        ws.disconnect()
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        return peer_of(self._ws.underlying_transport if self._ws is not None else None)
+
+
+# -- server -------------------------------------------------------------------------
+
+
+async def listen(listener: Listener, host: str, port: int, **options: Any) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: HttpFront(listener), host, port, **options)
+
+
+def upgrade(
+    listener: Listener, transport: asyncio.Transport, head: bytes, request: Request
+) -> None:
+    server = listener.server
+    request.remote_address = peer_of(transport)
+    sock = PicowsSocket(request, server.max_message_size, server)
+
+    def factory(_upgrade_request: Any) -> PicowsSocket:
+        return sock
+
+    protocol = WSProtocol(
+        None,  # host:port (client only)
+        None,  # path (client only)
+        False,  # server side
+        factory,
+        _log,
+        True,  # disconnect on exception
+        listener.handshake_timeout or None,
+        False,  # picows' own auto-ping: neffos runs one sweep per server instead
+        20.0,
+        20.0,
+        WSAutoPingStrategy.PING_WHEN_IDLE,
+        True,  # answer pings
+        server.max_message_size,
+        None,
+        _READ_BUFFER,
+    )
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    # Replay the request head that HttpFront already read.
+    view = memoryview(head)
+    while view:
+        buf = protocol.get_buffer(len(view))
+        n = min(len(buf), len(view))
+        buf[:n] = view[:n]
+        protocol.buffer_updated(n)
+        view = view[n:]
+
+
+# -- client -------------------------------------------------------------------------
+
+
+async def connect(
+    receiver: Receiver,
+    url: str,
+    headers: list[tuple[str, str]],
+    *,
+    timeout: float | None,
+    max_message_size: int,
+) -> PicowsSocket:
+    request = _client_request(url, headers)
+    sock = PicowsSocket(request, max_message_size)
+    sock.receiver = receiver
+    try:
+        await ws_connect(
+            lambda: sock,
+            url,
+            extra_headers=headers,
+            websocket_handshake_timeout=timeout,
+            max_frame_size=max_message_size,
+            read_buffer_init_size=_READ_BUFFER,
+            max_redirects=0,
+        )
+    except (TimeoutError, OSError, WSError, RuntimeError) as exc:
+        raise DialError(f"cannot connect to {url}: {exc}") from exc
+    return sock
+
+
+def _client_request(url: str, headers: list[tuple[str, str]]) -> Request:
+    from urllib.parse import urlsplit
+
+    from .._http import Headers
+
+    parts = urlsplit(url)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return Request("GET", target, Headers(headers))
