@@ -1,0 +1,272 @@
+"""The websockets transport, built on the sans-I/O core of the ``websockets`` library.
+
+Using ``websockets.server.ServerProtocol``/``websockets.client.ClientProtocol``
+directly keeps this transport callback-driven like picows: no task per
+connection, writes never wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+try:
+    from websockets.client import ClientProtocol
+    from websockets.exceptions import InvalidURI, WebSocketException
+    from websockets.frames import Opcode
+    from websockets.http11 import Request as WSRequest
+    from websockets.http11 import Response as WSResponse
+    from websockets.server import ServerProtocol
+    from websockets.uri import parse_uri
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "the websockets transport needs the websockets library: pip install 'neffos[websockets]'"
+    ) from exc
+
+from .._http import Headers, HttpFront, Request
+from ..errors import DialError
+from .base import Receiver, peer_of
+
+if TYPE_CHECKING:
+    from ..server import Listener
+
+NAME = "websockets"
+
+_TEXT = Opcode.TEXT
+_BINARY = Opcode.BINARY
+_CONT = Opcode.CONT
+_PONG = Opcode.PONG
+
+
+class WebsocketsSocket(asyncio.Protocol):
+    """A neffos Socket on top of websockets' sans-I/O protocol."""
+
+    __slots__ = (
+        "_frag",
+        "_frag_binary",
+        "_handshake",
+        "_headers",
+        "_proto",
+        "_transport",
+        "receiver",
+        "request",
+        "server",
+    )
+
+    transport_name = NAME
+
+    def __init__(
+        self,
+        proto: ServerProtocol | ClientProtocol,
+        request: Request | None,
+        server: Any = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.receiver: Receiver | None = None
+        self.request = request
+        self.server = server
+        self._proto = proto
+        self._transport: asyncio.Transport | None = None
+        self._frag: list[bytes] | None = None
+        self._frag_binary = False
+        self._headers = headers
+        self._handshake: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        proto = self._proto
+        if isinstance(proto, ClientProtocol):
+            request = proto.connect()
+            for name, value in self._headers or ():
+                request.headers[name] = value
+            proto.send_request(request)
+            self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        proto = self._proto
+        proto.receive_data(data)
+        self._flush()
+        self._handle(proto.events_received())
+
+    def eof_received(self) -> bool | None:
+        self._proto.receive_eof()
+        self._flush()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        fut = self._handshake
+        if fut is not None and not fut.done():
+            fut.set_exception(DialError(f"connection lost during the handshake: {exc}"))
+        receiver = self.receiver
+        if receiver is not None:
+            self.receiver = None
+            receiver.socket_closed(exc)
+
+    def pause_writing(self) -> None:
+        if self.receiver is not None:
+            self.receiver.writing_paused()
+
+    def resume_writing(self) -> None:
+        if self.receiver is not None:
+            self.receiver.writing_resumed()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _flush(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        for chunk in self._proto.data_to_send():
+            if chunk:
+                transport.write(chunk)
+            else:  # end of stream: the protocol wants the TCP connection closed
+                transport.close()
+        if self._proto.close_expected() and self.server is not None:
+            transport.close()
+
+    def _handle(self, events: list[Any]) -> None:
+        for event in events:
+            if isinstance(event, WSResponse):
+                self._handshake_done()
+                continue
+            opcode = event.opcode
+            receiver = self.receiver
+            if opcode is _TEXT or opcode is _BINARY:
+                if event.fin:
+                    if receiver is not None:
+                        receiver.feed(bytes(event.data), opcode is _BINARY)
+                else:
+                    self._frag = [event.data]
+                    self._frag_binary = opcode is _BINARY
+            elif opcode is _CONT:
+                if self._frag is None:
+                    continue
+                self._frag.append(event.data)
+                if event.fin:
+                    data = b"".join(self._frag)
+                    self._frag = None
+                    if receiver is not None:
+                        receiver.feed(data, self._frag_binary)
+            elif opcode is _PONG and receiver is not None:
+                receiver.alive()
+
+    def _handshake_done(self) -> None:
+        fut = self._handshake
+        if fut is None or fut.done():
+            return
+        exc = self._proto.handshake_exc
+        if exc is not None:
+            fut.set_exception(DialError(f"WebSocket handshake failed: {exc}"))
+        else:
+            fut.set_result(None)
+
+    # -- Socket ------------------------------------------------------------------------
+
+    def send(self, data: bytes, binary: bool) -> int:
+        proto = self._proto
+        if binary:
+            proto.send_binary(data)
+        else:
+            proto.send_text(data)
+        transport = self._transport
+        assert transport is not None
+        for chunk in proto.data_to_send():
+            transport.write(chunk)
+        return transport.get_write_buffer_size()
+
+    def ping(self) -> None:
+        try:
+            self._proto.send_ping(b"")
+        except WebSocketException:
+            return
+        self._flush()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        with contextlib.suppress(WebSocketException):
+            self._proto.send_close(code, reason[:120])
+        self._flush()
+        transport.close()
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        return peer_of(self._transport)
+
+
+# -- server ----------------------------------------------------------------------------
+
+
+async def listen(listener: Listener, host: str, port: int, **options: Any) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: HttpFront(listener), host, port, **options)
+
+
+def upgrade(
+    listener: Listener, transport: asyncio.Transport, head: bytes, request: Request
+) -> None:
+    server = listener.server
+    request.remote_address = peer_of(transport)
+    proto = ServerProtocol(max_size=server.max_message_size)
+    sock = WebsocketsSocket(proto, request, server)
+    transport.set_protocol(sock)
+    sock.connection_made(transport)
+    proto.receive_data(head)
+    events = proto.events_received()
+    if not events or not isinstance(events[0], WSRequest):
+        transport.close()
+        return
+    response = proto.accept(events[0])
+    proto.send_response(response)
+    for chunk in proto.data_to_send():
+        if chunk:
+            transport.write(chunk)
+    if response.status_code != 101:
+        transport.close()
+        return
+    server._accept(sock)
+
+
+# -- client ----------------------------------------------------------------------------
+
+
+async def connect(
+    receiver: Receiver,
+    url: str,
+    headers: list[tuple[str, str]],
+    *,
+    timeout: float | None,
+    max_message_size: int,
+) -> WebsocketsSocket:
+    try:
+        uri = parse_uri(url)
+    except InvalidURI as exc:
+        raise DialError(str(exc)) from exc
+    target = uri.resource_name
+    request = Request("GET", target, Headers(headers))
+    sock = WebsocketsSocket(ClientProtocol(uri, max_size=max_message_size), request, None, headers)
+    loop = asyncio.get_running_loop()
+    sock._handshake = loop.create_future()
+    sock.receiver = receiver
+    try:
+        async with asyncio.timeout(timeout):
+            await loop.create_connection(
+                lambda: sock, uri.host, uri.port, ssl=True if uri.secure else None
+            )
+            await sock._handshake
+    except (OSError, TimeoutError) as exc:
+        sock.receiver = None
+        if sock._transport is not None:
+            sock._transport.abort()
+        raise DialError(f"cannot connect to {url}: {exc!r}") from exc
+    except BaseException:
+        sock.receiver = None
+        if sock._transport is not None:
+            sock._transport.abort()
+        raise
+    return sock
