@@ -15,6 +15,7 @@ Rules (see docs/architecture.md and PROTOCOL.md §4-§7):
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import types
@@ -62,6 +63,14 @@ _SYSTEM_REQUESTS = frozenset(
     {ON_NAMESPACE_CONNECT, ON_NAMESPACE_DISCONNECT, ON_ROOM_JOIN, ON_ROOM_LEAVE}
 )
 _PROCESS = Coroutine[Any, Any, None]
+#: the connection whose frames the current task is processing
+_processing: contextvars.ContextVar[Conn] = contextvars.ContextVar("neffos_processing")
+
+
+def _yield_current() -> None:
+    conn = _processing.get(None)
+    if conn is not None:
+        conn._yield_processing()
 _R = TypeVar("_R")
 
 
@@ -164,6 +173,7 @@ class Conn:
         "_holds",
         "_inbox",
         "_last_data",
+        "_owner",
         "_loop",
         "_namespaces",
         "_ns_waiters",
@@ -208,6 +218,7 @@ class Conn:
         self._preack: list[tuple[bytes, bool]] | None = None
         self._inbox: deque[Message] | None = None
         self._busy = False
+        self._owner: asyncio.Task[Any] | None = None
         self._holds = 0
         self._active = True
         self._ping_out = False
@@ -354,6 +365,7 @@ class Conn:
         if self._ns_waiters is None:
             self._ns_waiters = {}
         self._ns_waiters.setdefault(namespace, []).append(fut)
+        _yield_current()
         try:
             return await _with_timeout(fut, timeout)
         finally:
@@ -450,6 +462,7 @@ class Conn:
             data = serialize(msg.copy(wait=token, from_explicit=""))
             if not self._send(data, _is_binary_frame(data, msg.set_binary)):
                 raise WriteClosed()
+            _yield_current()
             reply = await fut if timeout is None else await _with_timeout(fut, timeout)
         finally:
             waiters.pop(token, None)
@@ -471,6 +484,7 @@ class Conn:
             data = serialize(request.copy(wait=token))
             if not self._send(data, False):
                 raise ConnectionClosed()
+            _yield_current()
             reply = await _with_timeout(fut, timeout)
         except BaseException:
             if fut.held:
@@ -692,35 +706,49 @@ class Conn:
         # A plain function handed back an awaitable: finish the work in a task.
         self._start_task(_resume(coro, suspended_at))
 
-    def _start_task(self, first: Awaitable[Any]) -> None:
+    def _start_task(self, first: Awaitable[Any] | None) -> None:
+        """Process in a task that owns the connection's processing until it is done."""
         self._busy = True
         task = self._loop.create_task(self._run_then_drain(first))
+        self._owner = task
         tasks = self._cfg.tasks
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
     async def _run_then_drain(self, first: Awaitable[Any] | None) -> None:
+        _processing.set(self)
+        me = asyncio.current_task()
         try:
             if first is not None:
                 await first
             inbox = self._inbox
-            while inbox and not self._holds and not self._closed:
+            while inbox and self._owner is me and not self._holds and not self._closed:
                 msg = inbox.popleft()
                 try:
                     await self._process(msg)
                 except Exception:
                     self._cfg.log.exception("[%s] processing failed", self.id)
         finally:
-            self._busy = False
-        if self._inbox and not self._holds and not self._closed:
-            self._kick()
+            if self._owner is me:
+                self._owner = None
+                self._busy = False
+                self._kick()
 
     def _kick(self) -> None:
         if not self._busy and not self._holds and self._inbox and not self._closed:
-            self._busy = True
-            task = self._loop.create_task(self._run_then_drain(None))
-            self._cfg.tasks.add(task)
-            task.add_done_callback(self._cfg.tasks.discard)
+            self._start_task(None)
+
+    def _yield_processing(self) -> None:
+        """Let the connection go on processing while this handler waits for a peer.
+
+        Without this, a handler that awaits an answer which the peer can only give
+        after we process one of its requests (asks in both directions, or a chain
+        across connections) would deadlock. Ordering is kept for everything else.
+        """
+        if self._owner is not None and self._owner is asyncio.current_task():
+            self._owner = None
+            self._busy = False
+            self._kick()
 
     def _release(self) -> None:
         self._holds -= 1

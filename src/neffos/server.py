@@ -16,7 +16,7 @@ from ._http import (
     plain_text,
     reconnect_tries,
 )
-from .conn import Config, Conn, NSConn, Room, _is_binary_frame, _with_timeout
+from .conn import Config, Conn, NSConn, Room, _is_binary_frame, _with_timeout, _yield_current
 from .errors import ConnectionClosed, NeffosError
 from .handlers import ConnHandler
 from .protocol import (
@@ -670,6 +670,7 @@ class Server:
         self._asks[token] = fut
         try:
             self._deliver(msg, None, None, token)
+            _yield_current()
             reply: Message = await _with_timeout(fut, timeout)
         finally:
             self._asks.pop(token, None)
