@@ -76,7 +76,9 @@ async def test_ask_inside_handlers_does_not_deadlock(transport: str) -> None:
         return name.body
 
     async with environment(transport) as env:
-        server = await env.server({"v1": {"question": server_question, "name": lambda ns, m: b"kim"}})
+        server = await env.server(
+            {"v1": {"question": server_question, "name": lambda ns, m: b"kim"}}
+        )
         client = await env.dial(server, {"v1": {"whoami": client_whoami}})
         ns = await client.connect("v1")
         reply = await ns.ask("question", timeout=5 * UNIT)

@@ -167,7 +167,9 @@ async def test_server_forces_connect_and_disconnect(transport: str) -> None:
         await rec.wait_len(4)
         rec.clear()
         await ns.disconnect()
-        await rec.wait_for(lambda items: any(i[:2] == ("c", ON_NAMESPACE_DISCONNECT) for i in items))
+        await rec.wait_for(
+            lambda items: any(i[:2] == ("c", ON_NAMESPACE_DISCONNECT) for i in items)
+        )
         # the server's forced leave happens locally on both sides, client cannot refuse
         assert of(rec, "s") == [
             (ON_ROOM_LEAVE, "r", True, True),
