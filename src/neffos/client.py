@@ -139,6 +139,11 @@ class ClientConn(Conn):
         if tries:
             headers.append((RECONNECT_HEADER, str(tries)))
         timeout = self._dial_timeout
+        native = self.handler.only_native
+        # Frames can arrive as soon as the WebSocket is open: queue them until "A".
+        self._preack = None if native else []
+        fut: asyncio.Future[str] = self._loop.create_future()
+        self._ack_future = fut
         try:
             async with asyncio.timeout(timeout):
                 sock = await self._connector.connect(
@@ -148,15 +153,12 @@ class ClientConn(Conn):
                 self.socket = sock
                 sock.receiver = self
                 self.reconnect_tries = tries
-                if self.handler.only_native:
-                    self._online = True
+                self._online = True
+                if native:
                     self._acked = True
                     if "" not in self._namespaces:
                         self._add_namespace(NSConn(self, "", self.handler.namespaces[""]))
                 else:
-                    self._preack = []
-                    fut = self._ack_future = self._loop.create_future()
-                    self._online = True
                     self._send(ACK_HELLO, False)
                     self.id = await fut
         except TimeoutError as exc:
@@ -165,6 +167,8 @@ class ClientConn(Conn):
         except BaseException:
             self._abandon_socket()
             raise
+        finally:
+            self._ack_future = None
         self._start_timeouts()
         interval = self._cfg.ping_interval
         if interval and self._sweeper is None:
@@ -215,6 +219,10 @@ class ClientConn(Conn):
     # -- losing the connection -----------------------------------------------------
 
     def socket_closed(self, exc: BaseException | None) -> None:
+        fut = self._ack_future
+        if fut is not None and not fut.done():
+            fut.set_exception(DialError(f"connection closed during the handshake ({exc!r})"))
+            return
         if self._closed or not self._online:
             return
         if self._reconnect is None or not self._acked:

@@ -88,7 +88,15 @@ def _default_id(request: Request) -> str:
 class ServerConn(Conn):
     """A server-side connection."""
 
-    __slots__ = ("_ack_future", "_handshake_timer", "_hello", "_ready", "_server", "_started")
+    __slots__ = (
+        "_ack_future",
+        "_handshake_timer",
+        "_hello",
+        "_ready",
+        "_refusal",
+        "_server",
+        "_started",
+    )
 
     def __init__(self, server: Server, socket: Socket, conn_id: str) -> None:
         super().__init__(socket, server.handler, server._cfg, server._tokens, conn_id)
@@ -96,6 +104,7 @@ class ServerConn(Conn):
         self._hello = False
         self._ready = False
         self._started = False
+        self._refusal: str | None = None
         self._ack_future: asyncio.Future[None] | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
 
@@ -155,16 +164,16 @@ class ServerConn(Conn):
             return
         if err is not None:
             text = str(err) or type(err).__name__
-            if not self._acked:
-                log.info("[%s] refused by on_connect: %s", self.id, text)
-                self._send(ack_refused(text), False)
-            else:
+            if self._acked:
                 # on_connect already let the client in (it called connect()),
                 # so "H" cannot be sent any more: close instead of ignoring it.
                 log.warning("[%s] on_connect failed after the acknowledgement: %s", self.id, text)
-            self.close(1008, "refused")
-            return
-        self._started = True
+                self.close(1008, "refused")
+                return
+            log.info("[%s] refused by on_connect: %s", self.id, text)
+            self._refusal = text
+        else:
+            self._started = True
         self._ready = True
         self._maybe_ack()
 
@@ -189,6 +198,12 @@ class ServerConn(Conn):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
+        if self._refusal is not None:
+            # The answer to "M" is "H<text>", then the connection closes (§2.1).
+            self._preack = None
+            self._send(ack_refused(self._refusal), False)
+            self.close(1008, "refused")
+            return
         queued = self._preack or []
         self._preack = None
         self._acked = True
@@ -302,18 +317,16 @@ class Listener:
     def upgrade(self, transport: asyncio.Transport, head: bytes, request: Request) -> None:
         self._module.upgrade(self, transport, head, request)
 
+    def _bound(self, aio_server: asyncio.Server) -> None:
+        self._aio_server = aio_server
+        address = aio_server.sockets[0].getsockname()
+        self.host: str = str(address[0])
+        #: the bound port (useful with ``port=0``)
+        self.port: int = int(address[1])
+
     @property
     def sockets(self) -> tuple[Any, ...]:
         return tuple(self._aio_server.sockets) if self._aio_server else ()
-
-    @property
-    def port(self) -> int:
-        """The bound port (useful with ``port=0``)."""
-        return int(self.sockets[0].getsockname()[1])
-
-    @property
-    def host(self) -> str:
-        return str(self.sockets[0].getsockname()[0])
 
     @property
     def url(self) -> str:
@@ -465,7 +478,7 @@ class Server:
         """
         module = load_transport(transport or self.transport)
         listener = Listener(self, path, module, self._cfg.handshake_timeout or 0.0)
-        listener._aio_server = await module.listen(listener, host, port, **options)
+        listener._bound(await module.listen(listener, host, port, **options))
         self._listeners.append(listener)
         self._start()
         return listener
