@@ -1,0 +1,150 @@
+"""Client: dial errors and timeouts, context manager, reconnect policy."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from conftest import UNIT, Recorder, environment
+
+import neffos
+from neffos import ON_NAMESPACE_CONNECTED, ON_NAMESPACE_DISCONNECT, ON_ROOM_JOINED
+
+FAST = neffos.Reconnect(initial_delay=0.01 * UNIT, max_delay=0.05 * UNIT)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_dial_errors(net_transport: str) -> None:
+    port = free_port()
+    with pytest.raises(neffos.DialError):
+        await neffos.dial(f"ws://127.0.0.1:{port}/echo", {"v1": {}}, transport=net_transport)
+
+
+async def test_dial_times_out_without_ack(transport: str) -> None:
+    never = asyncio.Event()
+
+    async def on_connect(conn: neffos.Conn) -> None:
+        await never.wait()
+
+    async with environment(transport) as env:
+        server = await env.server({"v1": {}}, on_connect=on_connect)
+        with pytest.raises(neffos.DialError):
+            await env.dial(server, {"v1": {}}, timeout=0.1 * UNIT)
+        never.set()
+
+
+async def test_client_as_async_context_manager(transport: str) -> None:
+    async with environment(transport) as env:
+        server = await env.server({"v1": {"echo": lambda ns, m: m.body}})
+        client = await env.dial(server, {"v1": {}})
+        async with client as conn:
+            ns = await conn.connect("v1")
+            assert (await ns.ask("echo", "x", timeout=5 * UNIT)).body == b"x"
+        assert client.is_closed
+
+
+async def test_reconnect_restores_namespaces_and_rooms(transport: str) -> None:
+    rec = Recorder()
+    local = Recorder()
+
+    def server_events(tag: str) -> dict[str, object]:
+        return {"v1": {
+            ON_NAMESPACE_CONNECTED: lambda ns, m: rec.add(
+                (tag, "connected", ns.conn.reconnect_tries)
+            ),
+            ON_ROOM_JOINED: lambda ns, m: rec.add((tag, "joined", m.room)),
+            "echo": lambda ns, m: m.body,
+        }}
+
+    client_events = {"v1": {
+        ON_NAMESPACE_DISCONNECT: lambda ns, m: local.add(("disconnect", m.is_forced)),
+        ON_NAMESPACE_CONNECTED: lambda ns, m: local.add(("connected", ns.conn.was_reconnected)),
+        ON_ROOM_JOINED: lambda ns, m: local.add(("joined", m.room)),
+    }}
+    async with environment(transport) as env:
+        first = await env.server(server_events("first"))
+        client = await env.dial(first, client_events, reconnect=FAST)
+        ns = await client.connect("v1")
+        await ns.join_room("lobby")
+        await rec.wait_len(2)
+        if transport == "memory":
+            # The same server object: drop the connection from the server side.
+            (sconn,) = first.get_connections()
+            sconn.close()
+            second = first
+            tag = "first"
+        else:
+            # A real restart on the same port.
+            listener = env.listeners[first]
+            port = listener.port
+            await listener.close()
+            await first.close()
+            second = neffos.Server(server_events("second"), ping_interval=None)
+            env.servers.append(second)
+            env.listeners[second] = await second.listen(
+                "127.0.0.1", port, path="/echo", transport=transport
+            )
+            tag = "second"
+        await local.wait_len(5)  # connected, joined, disconnect, connected, joined
+        assert (tag, "joined", "lobby") in rec.items[2:]
+        connected = [i for i in rec.items[2:] if i[1] == "connected"]
+        assert connected[0][0] == tag and connected[0][2] >= 1  # X-Websocket-Reconnect
+        assert client.namespace("v1") is ns  # the same objects keep working
+        assert ns.room("lobby") is not None
+        assert (await ns.ask("echo", "again", timeout=5 * UNIT)).body == b"again"
+        assert local.items == [
+            ("connected", False),
+            ("joined", "lobby"),
+            ("disconnect", True),
+            ("connected", True),
+            ("joined", "lobby"),
+        ]
+        assert client.is_connected and not client.is_closed
+
+
+async def test_writes_fail_while_offline_and_close_stops_reconnecting(net_transport: str) -> None:
+    lost = Recorder()
+    async with environment(net_transport) as env:
+        server = await env.server({"v1": {}})
+        client = await env.dial(
+            server,
+            {"v1": {ON_NAMESPACE_DISCONNECT: lambda ns, m: lost.add(m.is_forced)}},
+            reconnect=neffos.Reconnect(initial_delay=0.05 * UNIT, max_delay=0.05 * UNIT),
+        )
+        ns = await client.connect("v1")
+        listener = env.listeners[server]
+        await listener.close()
+        await server.close()
+        assert await lost.wait_len(1) == [True]
+        assert not client.is_connected
+        assert not ns.emit("x", "y")
+        with pytest.raises(neffos.NeffosError):
+            await ns.ask("x", timeout=1 * UNIT)
+        await client.aclose()
+        assert client.is_closed
+
+
+async def test_reconnect_gives_up_after_max_tries(net_transport: str) -> None:
+    async with environment(net_transport) as env:
+        server = await env.server({"v1": {}})
+        client = await env.dial(
+            server, {"v1": {}}, reconnect=neffos.Reconnect(initial_delay=0.01, max_tries=2)
+        )
+        listener = env.listeners[server]
+        await listener.close()
+        await server.close()
+        await asyncio.wait_for(client.wait_closed(), 5 * UNIT)
+        assert client.is_closed
+
+
+def test_reconnect_delays() -> None:
+    policy = neffos.Reconnect(initial_delay=1, max_delay=8, factor=2, jitter=0)
+    assert [policy.delay(n) for n in range(1, 6)] == [1, 2, 4, 8, 8]
+    jittery = neffos.Reconnect(initial_delay=1, jitter=0.5)
+    assert all(0.5 <= jittery.delay(1) <= 1.5 for _ in range(100))
