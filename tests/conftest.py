@@ -26,7 +26,7 @@ from neffos.server import Listener
 UNIT = float(os.environ.get("NEFFOS_TEST_UNIT", "1"))
 TEST_TIMEOUT = 60 * UNIT
 
-NETWORK_TRANSPORTS = ["picows", "websockets"]
+NETWORK_TRANSPORTS = ["picows", "websockets", "aiohttp"]
 ALL_TRANSPORTS = ["memory", *NETWORK_TRANSPORTS]
 
 
