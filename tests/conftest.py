@@ -38,7 +38,12 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
             async with asyncio.timeout(TEST_TIMEOUT):
                 await pyfuncitem.obj(**args)
 
-        asyncio.run(run())
+        factory = _loop_factory()
+        if factory is None:
+            asyncio.run(run())
+        else:
+            with asyncio.Runner(loop_factory=factory) as runner:  # type: ignore[arg-type]
+                runner.run(run())
         return True
     return None
 
@@ -134,3 +139,12 @@ class Recorder:
 
     def clear(self) -> None:
         self.items.clear()
+
+
+def _loop_factory() -> object:
+    """``NEFFOS_TEST_LOOP=uvloop`` runs the whole suite on uvloop."""
+    if os.environ.get("NEFFOS_TEST_LOOP") == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None

@@ -222,6 +222,24 @@ async def test_native_only_mode_with_a_plain_websocket(net_transport: str) -> No
             assert await asyncio.wait_for(ws.recv(), 5 * UNIT) == b"echo: \x00\x01"
 
 
+async def test_native_handler_results_go_back_raw(net_transport: str) -> None:
+    import websockets
+
+    def answer(ns: neffos.NSConn, m: Message) -> Any:
+        if m.body == b"fail":
+            return ValueError("never sent to a native peer")
+        return b"got " + m.body
+
+    async with environment(net_transport) as env:
+        server = await env.server({"": {ON_NATIVE_MESSAGE: answer}})
+        async with websockets.connect(env.url(server)) as ws:
+            await ws.send("fail")
+            await ws.send("hi")
+            assert await asyncio.wait_for(ws.recv(), 5 * UNIT) == "got hi"
+            await ws.send(b"\x01")
+            assert await asyncio.wait_for(ws.recv(), 5 * UNIT) == b"got \x01"
+
+
 async def test_native_messages_in_mixed_mode(net_transport: str) -> None:
     import websockets
 

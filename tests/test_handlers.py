@@ -212,6 +212,13 @@ def test_unmarshal() -> None:
         Message(body=b"not json").unmarshal()
     with pytest.raises(ValueError):
         Message(body=b"[1]").unmarshal(User)
+    # like Go's encoding/json, unknown fields are ignored; missing ones are an error
+    assert Message(body=b'{"name":"a","age":1,"tz":"x"}').unmarshal(User) == User("a", 1)
+    with pytest.raises(ValueError, match="age"):
+        Message(body=b'{"name":"a"}').unmarshal(User)
+    partial = User("old", 9)
+    Message(body=b'{"age":2,"nope":1}').unmarshal(partial)
+    assert partial == User("old", 2) and not hasattr(partial, "nope")
 
 
 def test_message_basics() -> None:

@@ -57,6 +57,15 @@ async def test_server_refuses_join(transport: str) -> None:
         assert list(sns.rooms) == ["lobby"]
 
 
+async def test_empty_room_name_cannot_be_joined(transport: str) -> None:
+    async with environment(transport) as env:
+        server = await env.server({"v1": {}})
+        client = await env.dial(server, {"v1": {}})
+        ns = await client.connect("v1")
+        with pytest.raises(ValueError):
+            await ns.join_room("")
+
+
 async def test_server_refuses_leave(transport: str) -> None:
     async with environment(transport) as env:
         server = await env.server({"v1": {ON_ROOM_LEAVE: lambda ns, m: ValueError("stay")}})

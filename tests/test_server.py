@@ -181,6 +181,18 @@ async def test_handshake_timeout(net_transport: str) -> None:
         assert await peer.wait_closed() == 1008  # never sent "M"
 
 
+async def test_join_request_for_the_empty_room_is_refused(net_transport: str) -> None:
+    async with environment(net_transport) as env:
+        server = await env.server({"v1": {}})
+        peer = await RawPeer.connect(env.url(server))
+        await peer.handshake()
+        peer.send("$1;v1;;_OnNamespaceConnect;0;0;")
+        assert await peer.recv() == "$1;;;;;;"
+        peer.send("$2;v1;;_OnRoomJoin;0;0;")
+        assert await peer.recv() == "$2;v1;;_OnRoomJoin;1;0;bad room"
+        peer.close()
+
+
 async def test_client_frame_with_server_markers_is_not_trusted(net_transport: str) -> None:
     got = Recorder()
 

@@ -31,6 +31,7 @@ from .errors import (
 )
 from .handlers import (
     ConnHandler,
+    EventHandler,
     Events,
     Namespaces,
     WithTimeout,
@@ -78,6 +79,7 @@ __all__ = [
     "ConnHandler",
     "ConnectionClosed",
     "DialError",
+    "EventHandler",
     "Events",
     "Exclude",
     "HandshakeRefused",

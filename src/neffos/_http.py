@@ -209,11 +209,12 @@ class HttpFront(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop transports are not asyncio.Transport subclasses: no isinstance check
+        tcp: asyncio.Transport = transport  # type: ignore[assignment]
+        self._transport = tcp
         timeout = self._endpoint.handshake_timeout
         if timeout:
-            self._timer = asyncio.get_running_loop().call_later(timeout, transport.abort)
+            self._timer = asyncio.get_running_loop().call_later(timeout, tcp.abort)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()

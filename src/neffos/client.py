@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,7 +17,7 @@ from .protocol import ACK_HELLO, TokenGenerator, parse_ack
 from .server import DEFAULT_TRANSPORT, load_transport
 from .transports.base import Receiver, Socket
 
-__all__ = ["Reconnect", "dial"]
+__all__ = ["ClientConn", "Dialing", "Reconnect", "dial"]
 
 log = logging.getLogger("neffos.client")
 
@@ -305,7 +305,28 @@ class ClientConn(Conn):
         super().close(code, reason)
 
 
-async def dial(
+class Dialing:
+    """What :func:`dial` returns: await it, or use it as ``async with dial(...) as conn``."""
+
+    __slots__ = ("_conn", "_coro")
+
+    def __init__(self, coro: Coroutine[Any, Any, ClientConn]) -> None:
+        self._coro = coro
+        self._conn: ClientConn | None = None
+
+    def __await__(self) -> Generator[Any, None, ClientConn]:
+        return self._coro.__await__()
+
+    async def __aenter__(self) -> ClientConn:
+        self._conn = await self._coro
+        return self._conn
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._conn is not None:
+            await self._conn.aclose()
+
+
+def dial(
     url: str,
     handler: Any,
     *,
@@ -318,7 +339,7 @@ async def dial(
     max_pending_asks: int = 1024,
     max_queued_frames: int = 4096,
     ping_interval: float | None = 20.0,
-) -> ClientConn:
+) -> Dialing:
     """Connect to a neffos server and complete the handshake.
 
     Args:
@@ -335,13 +356,33 @@ async def dial(
         ping_interval: limits, as for :class:`~neffos.Server`.
 
     Returns:
-        the client connection; use it as ``async with await dial(...) as conn``.
+        an awaitable of the client connection, also usable as
+        ``async with dial(...) as conn`` (closed on exit).
 
     Raises:
         HandshakeRefused: the server's ``on_connect`` refused (its text).
         DialError: the connection could not be opened or no acknowledgement
             arrived in time.
     """
+    return Dialing(
+        _dial(url, handler, headers, timeout, reconnect, transport, max_message_size,
+              send_buffer, max_pending_asks, max_queued_frames, ping_interval)
+    )
+
+
+async def _dial(
+    url: str,
+    handler: Any,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+    timeout: float | None,
+    reconnect: Reconnect | bool | None,
+    transport: str | Connector,
+    max_message_size: int,
+    send_buffer: int,
+    max_pending_asks: int,
+    max_queued_frames: int,
+    ping_interval: float | None,
+) -> ClientConn:
     compiled = ConnHandler.compile(handler)
     connector: Connector = load_transport(transport) if isinstance(transport, str) else transport
     header_list = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])

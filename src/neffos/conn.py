@@ -651,7 +651,8 @@ class Conn:
     def _answer(self, msg: Message, result: Any) -> None:
         """Write a handler's result back as an echo of ``msg`` (PROTOCOL.md §4.6, §7.2)."""
         if msg.is_native:
-            return  # never echo a native frame (§7.5)
+            self._answer_native(msg, result)
+            return
         if isinstance(result, BaseException):
             if isinstance(result, Reply):
                 body = result.body
@@ -673,6 +674,19 @@ class Conn:
                 set_binary=msg.set_binary,
             )
         )
+
+    def _answer_native(self, msg: Message, result: Any) -> None:
+        # A native peer cannot read neffos frames: a reply goes back as a raw
+        # frame of the same type, an error is not sent at all (PROTOCOL.md §7.5).
+        if isinstance(result, Reply):
+            body = result.body
+        elif isinstance(result, BaseException):
+            return
+        elif isinstance(result, bytes | str):
+            body = result.encode() if isinstance(result, str) else result
+        else:
+            body = marshal(result)
+        self.write(Message(body=body, is_native=True, set_binary=msg.set_binary))
 
     def _not_connected(self, msg: Message) -> None:
         # Go drops such frames silently and its askers hang; a tokened request
@@ -837,6 +851,9 @@ class Conn:
     async def _reply_room_join(self, ns: NSConn, msg: Message) -> None:
         wait = msg.wait
         if not wait or msg.is_noop:
+            return
+        if not msg.room:  # "" means "no room": it cannot be joined
+            self._send_error_reply(msg, BadRoom())
             return
         if msg.room not in ns.rooms:
             err = await self._fire(ns, msg)
@@ -1117,6 +1134,8 @@ class NSConn:
             AskTimeout, ConnectionClosed: see :meth:`Conn.ask`.
             Exception: the local or remote ``_OnRoomJoin`` refused.
         """
+        if not room:
+            raise ValueError("a room name must not be empty")
         existing = self.rooms.get(room)
         if existing is not None:
             return existing

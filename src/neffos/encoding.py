@@ -27,6 +27,27 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
+def _fields_of(cls: Any, data: Any, *, partial: bool = False) -> dict[str, Any]:
+    """The dataclass fields found in a JSON object; unknown keys are ignored, as in Go."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object for {cls.__name__}")
+    fields = dataclasses.fields(cls)
+    known = {f.name for f in fields if f.init}
+    values = {k: v for k, v in data.items() if k in known}
+    if not partial:
+        missing = [
+            f.name
+            for f in fields
+            if f.init
+            and f.name not in values
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise ValueError(f"{cls.__name__}: missing field(s) {', '.join(missing)}")
+    return values
+
+
 def marshal(obj: Any) -> bytes:
     """Encode ``obj`` for a message body.
 
@@ -78,17 +99,13 @@ def unmarshal(body: bytes, into: Any = None) -> Any:
             return validate(body)
         data = json.loads(body)
         if dataclasses.is_dataclass(into):
-            if not isinstance(data, dict):
-                raise ValueError(f"expected a JSON object for {into.__name__}")
-            return into(**data)
+            return into(**_fields_of(into, data))
         if isinstance(data, into):
             return data
         return into(data)
     data = json.loads(body)
     if dataclasses.is_dataclass(into):
-        if not isinstance(data, dict):
-            raise ValueError(f"expected a JSON object for {type(into).__name__}")
-        for key, value in data.items():
+        for key, value in _fields_of(type(into), data, partial=True).items():
             setattr(into, key, value)
         return into
     if isinstance(into, dict) and isinstance(data, dict):

@@ -336,6 +336,12 @@ class Listener:
             host = f"[{host}]"
         return f"ws://{host}:{self.port}{self.path or '/'}"
 
+    async def serve_forever(self) -> None:
+        """Wait until the listener is closed (or the task is cancelled)."""
+        aio_server = self._aio_server
+        if aio_server is not None:
+            await aio_server.serve_forever()
+
     async def close(self) -> None:
         """Stop accepting connections (open connections are not closed)."""
         if self._aio_server is not None:
@@ -737,11 +743,18 @@ async def serve(
     *,
     path: str | None = None,
     transport: str | None = None,
+    on_listen: Callable[[Listener], Any] | None = None,
     **options: Any,
 ) -> None:
-    """Run ``server`` on ``host:port`` until cancelled, then close it."""
+    """Run ``server`` on ``host:port`` until cancelled, then close it.
+
+    ``on_listen(listener)`` is called once listening (e.g. to print
+    ``listener.url`` when ``port=0``).
+    """
     listener = await server.listen(host, port, path=path, transport=transport, **options)
     log.info("neffos server listening on %s (%s)", listener.url, listener.transport)
+    if on_listen is not None:
+        on_listen(listener)
     try:
         await asyncio.get_running_loop().create_future()
     finally:

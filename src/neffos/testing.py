@@ -14,13 +14,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ._http import Headers, Request, apply_url_headers
-from .client import ClientConn, Connector, dial
+from .client import ClientConn, Connector, Dialing, dial
 from .errors import DialError
 from .server import Server
 from .transports.base import Receiver, Socket
 from .transports.memory import MemorySocket, socket_pair
 
-__all__ = ["MemorySocket", "dial_memory", "memory_transport", "socket_pair"]
+__all__ = ["ClientConn", "MemorySocket", "dial_memory", "memory_transport", "socket_pair"]
 
 
 class _MemoryConnector:
@@ -58,13 +58,16 @@ def memory_transport(server: Server) -> Connector:
     return _MemoryConnector(server)
 
 
-async def dial_memory(
+def dial_memory(
     server: Server,
     handler: Any,
     *,
     url: str = "memory://neffos/",
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     **options: Any,
-) -> ClientConn:
-    """Dial ``server`` over the in-memory transport (same options as :func:`neffos.dial`)."""
-    return await dial(url, handler, headers=headers, transport=memory_transport(server), **options)
+) -> Dialing:
+    """Dial ``server`` over the in-memory transport (same options as :func:`neffos.dial`).
+
+    Like :func:`neffos.dial`: await it, or use ``async with dial_memory(...) as conn``.
+    """
+    return dial(url, handler, headers=headers, transport=memory_transport(server), **options)

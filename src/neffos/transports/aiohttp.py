@@ -94,7 +94,7 @@ class AiohttpSocket:
     def _transport(self) -> asyncio.Transport | None:
         writer = getattr(self._ws, "_writer", None)
         transport = getattr(writer, "transport", None)
-        return transport if isinstance(transport, asyncio.Transport) else None
+        return transport if hasattr(transport, "get_write_buffer_size") else None
 
     def ping(self) -> None:
         _run_sync(self._ws.ping())

@@ -76,8 +76,8 @@ class WebsocketsSocket(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop transports are not asyncio.Transport subclasses: no isinstance check
+        self._transport = transport  # type: ignore[assignment]
         proto = self._proto
         if isinstance(proto, ClientProtocol):
             request = proto.connect()

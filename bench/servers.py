@@ -1,0 +1,126 @@
+"""Benchmark targets, each run as its own process: ``python bench/servers.py <target>``.
+
+Targets:
+
+* ``neffos``   - our server (``--transport picows|websockets|aiohttp``): namespace
+  ``bench`` with ``echo`` (answers the ask with the body) and ``chat``
+  (broadcast to the room, excluding the sender);
+* ``ceiling``  - the raw picows library doing the same work with no framework:
+  echo every frame back; a frame from a "joined" peer is loop-sent to the others;
+* ``socketio`` - python-socketio (AsyncServer on aiohttp, what a Python user picks
+  today) with the same events.
+
+Each prints ``PORT <n>`` once it listens, then serves until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import Any
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+
+async def serve_neffos(args: argparse.Namespace) -> None:
+    import neffos
+
+    def echo(ns: neffos.NSConn, msg: neffos.Message) -> bytes:
+        return msg.body
+
+    def chat(ns: neffos.NSConn, msg: neffos.Message) -> None:
+        server.broadcast(ns, msg)
+
+    server = neffos.Server(
+        {"bench": {"echo": echo, "chat": chat}},
+        transport=args.transport,
+        send_buffer=16 << 20,
+        max_queued_frames=1 << 20,
+    )
+    listener = await server.listen("127.0.0.1", args.port, backlog=4096)
+    print(f"PORT {listener.port}", flush=True)
+    await asyncio.get_running_loop().create_future()
+
+
+async def serve_ceiling(args: argparse.Namespace) -> None:
+    from picows import WSListener, WSMsgType, WSTransport, ws_create_server
+
+    joined: dict[Any, None] = {}
+
+    class Peer(WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
+            if frame.msg_type is not WSMsgType.TEXT:
+                return
+            data = frame.get_payload_as_bytes()
+            if data == b"join":
+                joined[transport] = None
+            elif data[:1] == b"$":  # an ask: echo it back, that is the answer
+                transport.send(WSMsgType.TEXT, data)
+            else:  # a chat message: loop-send to everyone else
+                for peer in joined:
+                    if peer is not transport:
+                        peer.send(WSMsgType.TEXT, data)
+
+        def on_ws_disconnected(self, transport: WSTransport) -> None:
+            joined.pop(transport, None)
+
+    server = await ws_create_server(
+        lambda request: Peer(), "127.0.0.1", args.port, backlog=4096,
+        read_buffer_init_size=2048,
+    )
+    print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
+    await asyncio.get_running_loop().create_future()
+
+
+async def serve_socketio(args: argparse.Namespace) -> None:
+    import socketio
+    from aiohttp import web
+
+    sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*")
+    app = web.Application()
+    sio.attach(app)
+
+    @sio.on("echo")  # type: ignore[untyped-decorator]
+    async def echo(sid: str, data: Any) -> Any:
+        return data
+
+    @sio.on("join")  # type: ignore[untyped-decorator]
+    async def join(sid: str, room: str) -> None:
+        await sio.enter_room(sid, room)
+        await sio.emit("joined", room, to=sid)
+
+    @sio.on("chat")  # type: ignore[untyped-decorator]
+    async def chat(sid: str, data: Any) -> None:
+        await sio.emit("chat", data, room="room1", skip_sid=sid)
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=4096)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(f"PORT {port}", flush=True)
+    await asyncio.get_running_loop().create_future()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("target", choices=["neffos", "ceiling", "socketio"])
+    parser.add_argument("--transport", default="picows")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    args = parser.parse_args()
+    coro = {"neffos": serve_neffos, "ceiling": serve_ceiling, "socketio": serve_socketio}[
+        args.target
+    ](args)
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(coro)
+    else:
+        asyncio.run(coro)
+
+
+if __name__ == "__main__":
+    main()
