@@ -118,8 +118,10 @@ def test_from_object_registers_methods() -> None:
     compiled = ConnHandler.compile(handler)
     assert list(compiled.namespaces) == ["v1"]
     assert compiled.namespaces["v1"].names == {"chat", neffos.ON_NAMESPACE_CONNECTED}
-    handler = neffos.from_object(PerConn(rec), namespace="c")
-    names = ConnHandler.compile(handler).namespaces["c"].names
+    handler = neffos.from_object(PerConn(rec), namespace="c", read_timeout=7, write_timeout=2)
+    compiled = ConnHandler.compile(handler)
+    assert (compiled.read_timeout, compiled.write_timeout) == (7, 2)
+    names = compiled.namespaces["c"].names
     assert names == {"on_count", neffos.ON_NAMESPACE_DISCONNECT}
     prefixed = neffos.from_object(SharedChat(rec), event_matcher=neffos.event_prefix_matcher("on_"))
     assert ConnHandler.compile(prefixed).namespaces["v1"].names == {

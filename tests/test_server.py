@@ -524,6 +524,25 @@ async def test_read_timeout(transport: str) -> None:
         await asyncio.wait_for(client.wait_closed(), 5 * UNIT)
 
 
+@pytest.mark.parametrize("transport_name", ["picows", "websockets"])
+async def test_write_timeout_closes_a_stuck_reader(transport_name: str) -> None:
+    async with environment(transport_name) as env:
+        server = await env.server(
+            neffos.with_timeout({"v1": {}}, write_timeout=0.2 * UNIT), send_buffer=1 << 30
+        )
+        peer = await RawPeer.connect(env.url(server))
+        await peer.handshake()
+        peer.send("$1;v1;;_OnNamespaceConnect;0;0;")
+        assert await peer.recv() == "$1;;;;;;"
+        peer.pause_reading()
+        (sconn,) = server.get_connections()
+        body = b"x" * (1 << 20)
+        for _ in range(16):  # 16 MiB: the kernel buffers fill, the transport pauses
+            server.broadcast(None, Message("v1", "big", body))
+        await asyncio.wait_for(sconn.wait_closed(), 5 * UNIT)
+        peer.close()
+
+
 async def test_too_many_queued_frames(transport: str) -> None:
     gate = asyncio.Event()
 
