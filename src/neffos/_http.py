@@ -26,22 +26,42 @@ MAX_HEAD_SIZE = 16 * 1024
 
 
 class Headers:
-    """A case-insensitive multi-map of HTTP headers that keeps order and spelling."""
+    """A case-insensitive multi-map of HTTP headers that keeps order and spelling.
 
-    __slots__ = ("_items",)
+    Headers read from the network are kept as the raw request-head lines and
+    parsed on access: a connection holds a few hundred bytes instead of a few
+    hundred objects (headers are read at handshake time, rarely afterwards).
+    """
 
-    def __init__(self, items: Iterable[tuple[str, str]] | dict[str, str] | None = None) -> None:
+    __slots__ = ("_extra", "_raw")
+
+    def __init__(
+        self,
+        items: Iterable[tuple[str, str]] | dict[str, str] | None = None,
+        *,
+        raw: str | None = None,
+    ) -> None:
+        self._raw = raw  # "Name: value\r\n..." lines, already validated
         if items is None:
-            self._items: list[tuple[str, str]] = []
+            self._extra: list[tuple[str, str]] | None = None
         elif isinstance(items, dict):
-            self._items = list(items.items())
+            self._extra = list(items.items())
         else:
-            self._items = list(items)
+            self._extra = list(items)
+
+    def _items(self) -> Iterator[tuple[str, str]]:
+        if self._raw:
+            for line in self._raw.split("\r\n"):
+                name, _, value = line.partition(":")
+                # Header values are bytes on the wire; keep non-ASCII as UTF-8 text.
+                yield name, _header_text(value.strip())
+        if self._extra:
+            yield from self._extra
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
         lower = name.lower()
-        for key, value in self._items:
+        for key, value in self._items():
             if key.lower() == lower:
                 return value
         return default
@@ -49,11 +69,13 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` in order."""
         lower = name.lower()
-        return [value for key, value in self._items if key.lower() == lower]
+        return [value for key, value in self._items() if key.lower() == lower]
 
     def add(self, name: str, value: str) -> None:
         """Append a value (never replaces)."""
-        self._items.append((name, value))
+        if self._extra is None:
+            self._extra = []
+        self._extra.append((name, value))
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -65,17 +87,23 @@ class Headers:
         return isinstance(name, str) and self.get(name) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return (key for key, _ in self._items)
+        return (key for key, _ in self._items())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return sum(1 for _ in self._items())
 
     def items(self) -> list[tuple[str, str]]:
         """All (name, value) pairs in order."""
-        return list(self._items)
+        return list(self._items())
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self.items()!r})"
+
+
+def _header_text(value: str) -> str:
+    if value.isascii():
+        return value
+    return value.encode("latin-1").decode("utf-8", "replace")
 
 
 class Request:
@@ -250,6 +278,7 @@ class HttpFront(asyncio.Protocol):
             return
         self._cancel_timer()
         self._transport = None
+        self._buffer = bytearray()
         try:
             self._endpoint.upgrade(transport, head, request)
         except Exception:
@@ -270,18 +299,17 @@ def _parse_head(head: bytes, transport: asyncio.BaseTransport) -> Request:
         text = head.decode("latin-1")
     except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes anything
         raise ValueError("undecodable request head") from exc
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
+    request_line, _, header_block = text.partition("\r\n")
+    parts = request_line.split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/"):
         raise ValueError("malformed request line")
     method, target, _version = parts
-    headers = Headers()
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            raise ValueError("malformed header line")
-        # Header values are bytes on the wire; keep non-ASCII as UTF-8 text.
-        headers.add(name, value.strip().encode("latin-1").decode("utf-8", "replace"))
+    if header_block:
+        for line in header_block.split("\r\n"):
+            name, sep, _ = line.partition(":")
+            if not sep or not name or name != name.strip():
+                raise ValueError("malformed header line")
+    headers = Headers(raw=header_block)
     peer = transport.get_extra_info("peername")
     remote = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
     return Request(method, target, headers, remote)

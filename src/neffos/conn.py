@@ -18,6 +18,7 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import sys
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
@@ -1094,7 +1095,8 @@ class NSConn:
 
     def __init__(self, conn: Conn, namespace: str, table: EventTable) -> None:
         self.conn = conn
-        self.namespace = namespace
+        # Interned: every connection of a namespace shares one string object.
+        self.namespace = sys.intern(namespace)
         #: the joined rooms, by name
         self.rooms: dict[str, Room] = {}
         #: the per-connection object of a class-based handler (see from_object)
@@ -1232,7 +1234,7 @@ class Room:
 
     def __init__(self, nsconn: NSConn, name: str) -> None:
         self.nsconn = nsconn
-        self.name = name
+        self.name = sys.intern(name)
 
     def __repr__(self) -> str:
         return f"<Room {self.name!r} of {self.nsconn!r}>"

@@ -277,20 +277,43 @@ class ServerConn(Conn):
                     log.exception("[%s] on_disconnect failed", self.id)
 
 
-def _index_add(index: dict[Any, dict[ServerConn, None]], key: Any, conn: ServerConn) -> None:
+# An index maps a key to one connection, or to an insertion-ordered dict of them
+# when there are several: most IDs (and many rooms) have a single member, and a
+# dict per key would cost ~230 bytes per connection.
+Index = dict[Any, Any]
+
+
+def _index_add(index: Index, key: Any, conn: ServerConn) -> None:
     bucket = index.get(key)
     if bucket is None:
-        index[key] = {conn: None}
+        index[key] = conn
+    elif bucket.__class__ is ServerConn:
+        if bucket is not conn:
+            index[key] = {bucket: None, conn: None}
     else:
         bucket[conn] = None
 
 
-def _index_remove(index: dict[Any, dict[ServerConn, None]], key: Any, conn: ServerConn) -> None:
+def _index_remove(index: Index, key: Any, conn: ServerConn) -> None:
     bucket = index.get(key)
-    if bucket is not None:
-        bucket.pop(conn, None)
-        if not bucket:
+    if bucket is None:
+        return
+    if bucket.__class__ is ServerConn:
+        if bucket is conn:
             del index[key]
+    else:
+        bucket.pop(conn, None)
+        if len(bucket) == 1:
+            index[key] = next(iter(bucket))
+
+
+def _index_get(index: Index, key: Any) -> tuple[ServerConn, ...] | dict[ServerConn, None]:
+    bucket = index.get(key)
+    if bucket is None:
+        return ()
+    if bucket.__class__ is ServerConn:
+        return (bucket,)
+    return bucket  # type: ignore[no-any-return]
 
 
 class Listener:
@@ -423,9 +446,10 @@ class Server:
         )
         self._tokens = TokenGenerator()
         self._conns: dict[ServerConn, None] = {}
-        self._by_id: dict[str, dict[ServerConn, None]] = {}
-        self._by_ns: dict[str, dict[ServerConn, None]] = {}
-        self._by_room: dict[tuple[str, str], dict[ServerConn, None]] = {}
+        # id -> conns, namespace -> conns, (namespace, room) -> conns
+        self._by_id: Index = {}
+        self._by_ns: Index = {}
+        self._by_room: Index = {}
         self._asks: dict[str, asyncio.Future[Message]] = {}
         self._done_asks: dict[str, None] = {}
         self._listeners: list[Listener] = []
@@ -593,13 +617,13 @@ class Server:
         """A snapshot of the connections connected to ``namespace``."""
         return [
             ns
-            for conn in self._by_ns.get(namespace, ())
+            for conn in _index_get(self._by_ns, namespace)
             if (ns := conn._namespaces.get(namespace)) is not None
         ]
 
     def get_connections_by_id(self, conn_id: str) -> list[Conn]:
         """Every open connection with this ID."""
-        return list(self._by_id.get(conn_id, ()))
+        return list(_index_get(self._by_id, conn_id))
 
     async def do(self, fn: Callable[[Conn], Any]) -> None:
         """Call ``fn(conn)`` for every connection (awaiting it when it is async)."""
@@ -637,16 +661,16 @@ class Server:
         event = msg.event
         room = msg.room
         check = False
-        targets: dict[ServerConn, None] | None
+        targets: tuple[ServerConn, ...] | dict[ServerConn, None]
         if msg.to:
-            targets = self._by_id.get(msg.to)
+            targets = _index_get(self._by_id, msg.to)
             check = True
         elif event == ON_NAMESPACE_CONNECT or event == ON_NAMESPACE_DISCONNECT:
             targets = self._conns
         elif room and event != ON_ROOM_JOIN and event != ON_ROOM_LEFT:
-            targets = self._by_room.get((namespace, room))
+            targets = _index_get(self._by_room, (namespace, room))
         else:
-            targets = self._by_ns.get(namespace)
+            targets = _index_get(self._by_ns, namespace)
         if not targets:
             return 0
         if msg.wait != wait or msg.from_explicit:

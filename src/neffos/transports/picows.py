@@ -8,6 +8,7 @@ over to picows' protocol; the client side uses ``picows.ws_connect``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,9 @@ if TYPE_CHECKING:
 
 NAME = "picows"
 
-_log = logging.getLogger("neffos.transports.picows")
+# A LoggerAdapter, not a Logger: picows then logs through it as is instead of
+# creating a child Logger object per connection.
+_log = logging.LoggerAdapter(logging.getLogger("neffos.transports.picows"), {})
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _CONTINUATION = WSMsgType.CONTINUATION
@@ -70,6 +73,12 @@ class PicowsSocket(WSListener):
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._ws = transport
         if self.server is not None:
+            # picows keeps its own parsed copy of the handshake for the life of
+            # the connection; neffos has the request already (self.request), so
+            # drop picows' header maps (~700 bytes per connection).
+            for message in (transport.request, transport.response):
+                with contextlib.suppress(AttributeError, TypeError):
+                    message.headers = None  # type: ignore[assignment]
             self.server._accept(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:

@@ -1,0 +1,253 @@
+"""Run the benchmark suite: every scenario against every target, one process each.
+
+    python bench/run.py                       # defaults: about a minute here
+    python bench/run.py --scenarios idle --conns 19900
+    python bench/run.py --targets ceiling,neffos-picows --scenarios echo --duration 10
+
+Each target server runs in its own process; the load generator (bench/loadgen.py)
+runs in another, so on a 2-core machine the server gets one core. Figures are
+printed as a table, with each target's ratio to the ceiling (the raw picows
+library doing the same work) and to python-socketio, and saved as JSON in
+bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import math
+import os
+import pathlib
+import platform
+import sys
+from typing import Any
+
+HERE = pathlib.Path(__file__).parent
+PY = sys.executable
+
+TARGETS = {
+    "ceiling": (["ceiling"], "raw"),
+    "neffos-picows": (["neffos", "--transport", "picows"], "neffos"),
+    "neffos-websockets": (["neffos", "--transport", "websockets"], "neffos"),
+    "neffos-aiohttp": (["neffos", "--transport", "aiohttp"], "neffos"),
+    "socketio": (["socketio"], "socketio"),
+}
+#: how many connections one load generator process holds (RLIMIT_NOFILE)
+PER_LOADGEN = 9000
+
+
+def rss_bytes(pid: int) -> int:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+async def start_server(target: str, loop: str) -> tuple[asyncio.subprocess.Process, int]:
+    args, _ = TARGETS[target]
+    proc = await asyncio.create_subprocess_exec(
+        PY, str(HERE / "servers.py"), *args, "--loop", loop,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    if not line.startswith(b"PORT "):
+        proc.kill()
+        raise RuntimeError(f"{target} did not start: {line!r}")
+    return proc, int(line.split()[1])
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
+
+
+async def loadgen(args: list[str], timeout: float) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        PY, str(HERE / "loadgen.py"), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        await stop(proc)
+    if proc.returncode != 0:
+        raise RuntimeError(err.decode()[-2000:])
+    return dict(json.loads(out.decode().strip().splitlines()[-1]))
+
+
+async def run_echo(target: str, opts: argparse.Namespace) -> dict[str, Any]:
+    proc, port = await start_server(target, opts.loop)
+    try:
+        return await loadgen(
+            ["echo", "--url", f"ws://127.0.0.1:{port}/", "--protocol", TARGETS[target][1],
+             "--clients", str(opts.clients), "--size", str(opts.size),
+             "--duration", str(opts.duration), "--loop", opts.loop],
+            opts.duration + 120,
+        )
+    finally:
+        await stop(proc)
+
+
+async def run_broadcast(target: str, opts: argparse.Namespace) -> dict[str, Any]:
+    proc, port = await start_server(target, opts.loop)
+    try:
+        return await loadgen(
+            ["broadcast", "--url", f"ws://127.0.0.1:{port}/", "--protocol", TARGETS[target][1],
+             "--receivers", str(opts.receivers), "--messages", str(opts.messages),
+             "--loop", opts.loop],
+            240,
+        )
+    finally:
+        await stop(proc)
+
+
+async def run_idle(target: str, opts: argparse.Namespace) -> dict[str, Any]:
+    proc, port = await start_server(target, opts.loop)
+    gens: list[asyncio.subprocess.Process] = []
+    try:
+        # One connection first, so the baseline includes what the first
+        # connection initialises once (imports, caches), not per connection.
+        await asyncio.sleep(0.5)
+        before = rss_bytes(proc.pid)
+        remaining = opts.conns
+        started = asyncio.get_running_loop().time()
+        while remaining > 0:
+            n = min(PER_LOADGEN, remaining)
+            remaining -= n
+            gens.append(await asyncio.create_subprocess_exec(
+                PY, str(HERE / "loadgen.py"), "idle", "--url", f"ws://127.0.0.1:{port}/",
+                "--protocol", TARGETS[target][1], "--conns", str(n), "--loop", opts.loop,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            ))
+        ready = []
+        for gen in gens:
+            assert gen.stdout is not None
+            line = await asyncio.wait_for(gen.stdout.readline(), 600)
+            if not line:
+                assert gen.stderr is not None
+                raise RuntimeError((await gen.stderr.read()).decode()[-2000:])
+            ready.append(json.loads(line))
+        elapsed = asyncio.get_running_loop().time() - started
+        await asyncio.sleep(1.0)  # let the server settle (no work is pending)
+        after = rss_bytes(proc.pid)
+        held = sum(r["conns"] for r in ready)
+        results = []
+        for gen in gens:
+            assert gen.stdin is not None and gen.stdout is not None
+            gen.stdin.write(b"exit\n")
+            await gen.stdin.drain()
+            results.append(json.loads((await asyncio.wait_for(gen.stdout.readline(), 120))))
+        server_alive = proc.returncode is None
+        return {
+            "scenario": "idle",
+            "conns": held,
+            "seconds": elapsed,
+            "connects_per_s": held / elapsed,
+            "rss_before_mb": before / 2**20,
+            "rss_after_mb": after / 2**20,
+            "bytes_per_conn": (after - before) / max(held, 1),
+            "errors": sum(r["errors"] for r in results) + (0 if server_alive else 1),
+        }
+    finally:
+        for gen in gens:
+            await stop(gen)
+        await stop(proc)
+
+
+SCENARIOS = {"echo": run_echo, "broadcast": run_broadcast, "idle": run_idle}
+HEADLINE = {
+    "echo": ("rps", "round trips/s"),
+    "broadcast": ("deliveries_per_s", "deliveries/s"),
+    "idle": ("bytes_per_conn", "bytes/conn"),
+}
+
+
+def ratio(a: float, b: float | None, lower_is_better: bool) -> str:
+    if not b or math.isnan(a) or math.isnan(b):
+        return "-"
+    return f"{(b / a if lower_is_better else a / b):.2f}x"
+
+
+def table(scenario: str, rows: dict[str, dict[str, Any]]) -> str:
+    key, unit = HEADLINE[scenario]
+    lower = scenario == "idle"
+    ceiling = rows.get("ceiling", {}).get(key)
+    sio = rows.get("socketio", {}).get(key)
+    lines = [f"\n## {scenario} ({unit}; ratios: ours/ceiling, ours/socketio"
+             f"{', lower is better, shown inverted' if lower else ''})"]
+    if scenario == "echo":
+        head = f"{'target':<20}{'rt/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
+        lines += [head + f"{'vs ceiling':>12}{'vs sio':>9}"]
+        for name, r in rows.items():
+            lines.append(
+                f"{name:<20}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p90_ms']:>9.2f}"
+                f"{r['p99_ms']:>9.2f}{ratio(r['rps'], ceiling, False):>12}"
+                f"{ratio(r['rps'], sio, False):>9}"
+            )
+    elif scenario == "broadcast":
+        head = f"{'target':<20}{'deliv/s':>10}{'all in s':>9}{'lost':>6}{'reord':>6}"
+        lines += [head + f"{'vs ceiling':>12}{'vs sio':>9}"]
+        for name, r in rows.items():
+            lines.append(
+                f"{name:<20}{r['deliveries_per_s']:>10.0f}{r['seconds']:>9.3f}{r['lost']:>6}"
+                f"{r['reordered']:>6}{ratio(r['deliveries_per_s'], ceiling, False):>12}"
+                f"{ratio(r['deliveries_per_s'], sio, False):>9}"
+            )
+    else:
+        head = f"{'target':<20}{'conns':>7}{'conn/s':>9}{'B/conn':>9}{'RSS MB':>8}{'errors':>7}"
+        lines += [head + f"{'vs ceiling':>12}{'vs sio':>9}"]
+        for name, r in rows.items():
+            lines.append(
+                f"{name:<20}{r['conns']:>7}{r['connects_per_s']:>9.0f}"
+                f"{r['bytes_per_conn']:>9.0f}{r['rss_after_mb']:>8.1f}{r['errors']:>7}"
+                f"{ratio(r['bytes_per_conn'], ceiling, True):>12}"
+                f"{ratio(r['bytes_per_conn'], sio, True):>9}"
+            )
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenarios", default="echo,broadcast,idle")
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--receivers", type=int, default=200)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--conns", type=int, default=2000)
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument("--out", default=None)
+    opts = parser.parse_args()
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for scenario in opts.scenarios.split(","):
+        results[scenario] = {}
+        for target in opts.targets.split(","):
+            print(f"running {scenario} on {target}...", file=sys.stderr, flush=True)
+            try:
+                results[scenario][target] = await SCENARIOS[scenario](target, opts)
+            except Exception as exc:
+                print(f"  failed: {exc}", file=sys.stderr)
+        print(table(scenario, results[scenario]), flush=True)
+    out = pathlib.Path(opts.out) if opts.out else HERE / "results" / (
+        datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S.json")
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "command": " ".join([os.path.basename(PY), *sys.argv]),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "options": vars(opts),
+    }
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    print(f"\nsaved {out}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
