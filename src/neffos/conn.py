@@ -46,9 +46,11 @@ from .protocol import (
     ON_ROOM_JOINED,
     ON_ROOM_LEAVE,
     ON_ROOM_LEFT,
+    PLAIN,
     Message,
     TokenGenerator,
     empty_reply,
+    frame,
     parse,
     serialize,
 )
@@ -592,10 +594,11 @@ class Conn:
         except Exception as exc:
             result = self._raised(exc, msg)
         if result is not None:
-            if inspect.isawaitable(result):
-                self._start_task(self._await_result(result, msg))
-            else:
+            cls = result.__class__
+            if cls is bytes or cls is str or not inspect.isawaitable(result):
                 self._answer(msg, result)
+            else:
+                self._start_task(self._await_result(result, msg))
 
     async def _call_async(
         self, ns: NSConn, fn: Callable[[NSConn, Message], Awaitable[Any]], msg: Message
@@ -669,12 +672,12 @@ class Conn:
             body = result.encode()
         else:
             body = marshal(result)
-        self.write(
-            Message(
-                msg.namespace, msg.event, body, room=msg.room, wait=msg.wait,
-                set_binary=msg.set_binary,
-            )
-        )
+        # The reply is the request echoed with the new body (§4.6), written
+        # through the same checks as Conn.write but without a Message object.
+        if self._closed or not self._writable(msg):
+            return
+        data = frame(msg.wait, msg.namespace, msg.room, msg.event, PLAIN, body)
+        self._send(data, _is_binary_frame(data, msg.set_binary))
 
     def _answer_native(self, msg: Message, result: Any) -> None:
         # A native peer cannot read neffos frames: a reply goes back as a raw

@@ -261,10 +261,21 @@ def serialize(msg: Message) -> bytes:
     else:
         flags = b"1;1;" if msg.is_noop else b"1;0;"
         payload = str(err).encode("utf-8", "surrogateescape")
-    head = _header(msg.namespace, msg.room, msg.event)
+    return frame(wait, msg.namespace, msg.room, msg.event, flags, payload)
+
+
+def frame(
+    wait: str, namespace: str, room: str, event: str, flags: bytes, payload: bytes
+) -> bytes:
+    """Join the seven fields of a frame; ``flags`` is ``b"<isError>;<isNoOp>;"``."""
+    head = _header(namespace, room, event)
     if wait:
         return b"".join((wait.encode("utf-8", "surrogateescape"), head, flags, payload))
     return b"".join((head, flags, payload))
+
+
+#: the flags of an ordinary message or reply (not an error, not a noop)
+PLAIN = b"0;0;"
 
 
 def empty_reply(wait: str) -> bytes:

@@ -55,7 +55,17 @@ _READ_BUFFER = 2048
 class PicowsSocket(WSListener):
     """A neffos Socket on top of a picows connection."""
 
-    __slots__ = ("_frag", "_frag_binary", "_max_size", "_ws", "receiver", "request", "server")
+    __slots__ = (
+        "_buffered",
+        "_frag",
+        "_frag_binary",
+        "_max_size",
+        "_send",
+        "_ws",
+        "receiver",
+        "request",
+        "server",
+    )
 
     transport_name = NAME
 
@@ -64,6 +74,8 @@ class PicowsSocket(WSListener):
         self.request = request
         self.server = server
         self._ws: WSTransport | None = None
+        self._send: Any = None
+        self._buffered: Any = None
         self._max_size = max_size
         self._frag: bytearray | None = None
         self._frag_binary = False
@@ -72,6 +84,9 @@ class PicowsSocket(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._ws = transport
+        # bound methods looked up once: send() is the hottest call of a server
+        self._send = transport.send
+        self._buffered = transport.underlying_transport.get_write_buffer_size
         if self.server is not None:
             # picows keeps its own parsed copy of the handshake for the life of
             # the connection; neffos has the request already (self.request), so
@@ -132,10 +147,8 @@ class PicowsSocket(WSListener):
     # -- Socket ---------------------------------------------------------------------
 
     def send(self, data: bytes, binary: bool) -> int:
-        ws = self._ws
-        assert ws is not None
-        ws.send(_BINARY if binary else _TEXT, data)
-        return ws.underlying_transport.get_write_buffer_size()
+        self._send(_BINARY if binary else _TEXT, data)
+        return self._buffered()  # type: ignore[no-any-return]
 
     def ping(self) -> None:
         if self._ws is not None:
