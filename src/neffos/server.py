@@ -18,6 +18,7 @@ from ._http import (
 )
 from .conn import Config, Conn, NSConn, Room, _is_binary_frame, _with_timeout, _yield_current
 from .errors import ConnectionClosed, NeffosError
+from .exchange.node import bus_token
 from .handlers import ConnHandler
 from .protocol import (
     ACK_HELLO,
@@ -33,6 +34,8 @@ from .protocol import (
 )
 
 if TYPE_CHECKING:
+    from .exchange.base import StackExchange
+    from .exchange.node import BusNode
     from .transports.base import Socket
 
 __all__ = ["Exclude", "Listener", "Server", "UpgradeError", "exclude", "serve"]
@@ -247,15 +250,25 @@ class ServerConn(Conn):
         return wait[0] != "$"
 
     def _is_server_answer(self, msg: Message) -> bool:
-        return self._server._ask_answer(msg)
+        server = self._server
+        if server._ask_answer(msg):
+            return True
+        bus = server._bus
+        return bus is not None and bus.answer_forwarded(msg)
 
     # -- indexes -------------------------------------------------------------------
 
     def _ns_added(self, ns: NSConn) -> None:
-        _index_add(self._server._by_ns, ns.namespace, self)
+        server = self._server
+        _index_add(server._by_ns, ns.namespace, self)
+        if server._bus is not None:
+            server._bus.add_namespace(ns.namespace)
 
     def _ns_removed(self, ns: NSConn) -> None:
-        _index_remove(self._server._by_ns, ns.namespace, self)
+        server = self._server
+        _index_remove(server._by_ns, ns.namespace, self)
+        if server._bus is not None:
+            server._bus.remove_namespace(ns.namespace)
 
     def _room_added(self, ns: NSConn, room: Room) -> None:
         _index_add(self._server._by_room, (ns.namespace, room.name), self)
@@ -454,6 +467,8 @@ class Server:
         self._done_asks: dict[str, None] = {}
         self._listeners: list[Listener] = []
         self._sweeper: asyncio.Task[None] | None = None
+        self._exchanges: list[StackExchange] = []
+        self._bus: BusNode | None = None
         self._closed = False
 
     @property
@@ -465,6 +480,44 @@ class Server:
         return self._closed
 
     # -- lifecycle ---------------------------------------------------------------
+
+    def use_stack_exchange(self, exchange: StackExchange) -> None:
+        """Share this server's connections with other server processes over a bus.
+
+        Call it before the server starts (before ``listen``). Several exchanges
+        may be stacked, as in Go: broadcasts are published to all of them, asks
+        use the first that works.
+
+        Raises:
+            RuntimeError: the server already started.
+        """
+        if self._bus is not None:
+            raise RuntimeError("use_stack_exchange() must be called before the server starts")
+        self._exchanges.append(exchange)
+
+    @property
+    def stack_exchanges(self) -> list[StackExchange]:
+        return list(self._exchanges)
+
+    async def start(self) -> None:
+        """Start the heartbeat sweep and connect the stack exchanges (idempotent).
+
+        ``listen`` and ``async with server`` call it.
+
+        Raises:
+            Exception: a stack exchange could not connect to its broker.
+        """
+        self._start()
+        if self._exchanges and self._bus is None and not self._closed:
+            from .exchange.node import BusNode
+
+            bus = BusNode(self, self._exchanges)
+            await bus.start()
+            self._bus = bus
+            for conn in self._conns:  # connections accepted before the bus started
+                bus.add_id(conn.id)
+                for name in conn._namespaces:
+                    bus.add_namespace(name)
 
     def _start(self) -> None:
         interval = self._cfg.ping_interval
@@ -479,7 +532,7 @@ class Server:
                     conn._heartbeat()
 
     async def __aenter__(self) -> Server:
-        self._start()
+        await self.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -508,9 +561,9 @@ class Server:
         """
         module = load_transport(transport or self.transport)
         listener = Listener(self, path, module, self._cfg.handshake_timeout or 0.0)
+        await self.start()
         listener._bound(await module.listen(listener, host, port, **options))
         self._listeners.append(listener)
-        self._start()
         return listener
 
     async def close(self) -> None:
@@ -539,6 +592,8 @@ class Server:
             _, pending = await asyncio.wait(tasks, timeout=5)
             for task in pending:
                 task.cancel()
+        if self._bus is not None:
+            await self._bus.close()
 
     # -- HTTP side (PROTOCOL.md §3.1) ----------------------------------------------
 
@@ -594,12 +649,16 @@ class Server:
         conn.reconnect_tries = reconnect_tries(request)
         self._conns[conn] = None
         _index_add(self._by_id, conn_id, conn)
+        if self._bus is not None:
+            self._bus.add_id(conn_id)
         conn._open()
         return conn
 
     def _unregister(self, conn: ServerConn) -> None:
-        self._conns.pop(conn, None)
-        _index_remove(self._by_id, conn.id, conn)
+        if self._conns.pop(conn, 0) is None:
+            _index_remove(self._by_id, conn.id, conn)
+            if self._bus is not None:
+                self._bus.remove_id(conn.id)
         for ns in list(conn._namespaces.values()):  # normally gone already
             conn._remove_namespace(ns)
 
@@ -651,12 +710,28 @@ class Server:
         (unlike Go, PROTOCOL.md §9.4).
         """
         ex_conn, ex_id = _exclusion(exclude)
+        bus = self._bus
         for msg in messages:
             self._deliver(msg, ex_conn, ex_id, "")
+            if bus is not None:
+                bus.publish(msg, ex_conn, ex_id, "")
 
     def _deliver(
-        self, msg: Message, ex_conn: Conn | None, ex_id: str | None, wait: str
+        self,
+        msg: Message,
+        ex_conn: Conn | None,
+        ex_id: str | None,
+        wait: str,
+        *,
+        ex_sid: str = "",
+        node: BusNode | None = None,
+        seen: set[ServerConn] | None = None,
     ) -> int:
+        """Write ``msg`` to the local connections it targets; return how many.
+
+        ``ex_sid`` (a server-conn-id from the bus) excludes the connection it
+        names; ``seen`` skips, and collects, the connections already reached.
+        """
         namespace = msg.namespace
         event = msg.event
         room = msg.room
@@ -677,6 +752,11 @@ class Server:
             msg = msg.copy(wait=wait, from_explicit="")
         data = serialize(msg)
         binary = _is_binary_frame(data, msg.set_binary)
+        if ex_sid and node is not None and ex_sid.startswith(node.sid_prefix):
+            for conn in targets:
+                if node.server_conn_id(conn) == ex_sid:
+                    ex_conn = conn
+                    break
         sent = 0
         for conn in targets:
             if (
@@ -687,6 +767,10 @@ class Server:
                 or (check and not conn._writable(msg))
             ):
                 continue
+            if seen is not None:
+                if conn in seen:
+                    continue
+                seen.add(conn)
             conn._send(data, binary)
             sent += 1
         return sent
@@ -708,14 +792,23 @@ class Server:
         """
         if to is not None:
             msg = msg.copy(to=to)
+        bus = self._bus
         token = self._tokens()
+        if bus is not None:
+            token = bus_token(token)  # Go's shape for asks over a bus (§4.5)
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._asks[token] = fut
         try:
+            if bus is not None:
+                await bus.watch_answers(token)
             self._deliver(msg, None, None, token)
+            if bus is not None:
+                bus.publish(msg, None, None, token)
             _yield_current()
             reply: Message = await _with_timeout(fut, timeout)
         finally:
+            if bus is not None:
+                bus.unwatch_answers(token)
             self._asks.pop(token, None)
             self._done_asks[token] = None
             if len(self._done_asks) > 1024:

@@ -48,7 +48,7 @@ class _MemoryConnector:
         client_request = Request("GET", target, Headers(headers))
         client_end, server_end = socket_pair(client_request, server_request)
         client_end.receiver = receiver
-        self.server._start()
+        await self.server.start()
         self.server._accept(server_end)
         return client_end
 

@@ -1,0 +1,337 @@
+"""The node side of scale-out: one BusNode per Server, over one or more exchanges.
+
+What it does (PROTOCOL.md §10, §15.3), and how it differs from Go neffos:
+
+* **Subscriptions per node, not per connection.** A node subscribes once to the
+  channel of every namespace that has local connections and of every local
+  connection ID (reference counted), instead of one broker connection per
+  WebSocket client. A namespace's message reaches the node once.
+* **Local delivery first.** ``broadcast`` delivers to local connections directly
+  and publishes for the other nodes. With Redis, which sends a node its own
+  publications back, those echoes are recognised by (channel, payload) and
+  dropped; with NATS the connection is opened with no-echo.
+* **Exclusion.** Excluding a connection puts its server-conn-id in field 1 of the
+  payload, as Go does. Excluding an ID — which Go cannot do over a bus — uses a
+  server-conn-id whose node part is all ``f``: Go nodes never match it (they
+  deliver as before), Python nodes skip every connection with that ID.
+* **Ask across nodes.** The asking node uses a Go-shaped ``R…`` token and
+  subscribes to it; a node that forwards a tokened bus frame to its client
+  remembers the token and publishes the client's answer to it. Only tokens the
+  node forwarded itself are ever published (a client cannot make a node publish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from ..protocol import SERVER_CONN_ID_PREFIX, Message, parse, serialize
+from .base import StackExchange
+
+if TYPE_CHECKING:
+    from ..server import Server, ServerConn
+
+__all__ = ["BusNode", "bus_token", "exclude_id_marker"]
+
+log = logging.getLogger("neffos.exchange")
+
+#: the node part of a server-conn-id that means "every connection with this ID"
+_ANY_NODE = "ffffffff-ffff-ffff-ffff-ffffffffffff"
+_EXCLUDE_ID_PREFIX = f"{SERVER_CONN_ID_PREFIX}{_ANY_NODE}("
+#: how long a forwarded ask token may be answered, and own echoes are awaited
+_TTL = 60.0
+
+
+def bus_token(token: str) -> str:
+    """Go's token for a ``Server.ask`` over a bus: the first byte plus 33 (§4.5)."""
+    return chr(ord(token[0]) + 33) + token[1:]
+
+
+def exclude_id_marker(conn_id: str) -> str:
+    """The ``from_explicit`` value that excludes every connection with ``conn_id``."""
+    return f"{_EXCLUDE_ID_PREFIX}{conn_id}))"
+
+
+class _Route:
+    """What one subscription of one exchange stands for."""
+
+    __slots__ = ("conn_id", "namespace")
+
+    def __init__(self) -> None:
+        self.namespace: str | None = None
+        self.conn_id: str | None = None
+
+
+class _Link:
+    """One exchange and the subscriptions the node holds on it."""
+
+    __slots__ = ("asks", "exchange", "routes")
+
+    def __init__(self, exchange: StackExchange) -> None:
+        self.exchange = exchange
+        self.routes: dict[str, _Route] = {}
+        self.asks: set[str] = set()
+
+
+class BusNode:
+    """Connects a :class:`~neffos.Server` to its stack exchanges."""
+
+    def __init__(self, server: Server, exchanges: list[StackExchange]) -> None:
+        self.server = server
+        self.links = [_Link(e) for e in exchanges]
+        #: this node's part of its connections' server-conn-ids
+        self.node_id = str(uuid.uuid4())
+        self.sid_prefix = f"{SERVER_CONN_ID_PREFIX}{self.node_id}("
+        self._ns_refs: dict[str, int] = {}
+        self._id_refs: dict[str, int] = {}
+        #: own publications awaited back from brokers that echo: key -> [count, time]
+        self._own: dict[tuple[int, str, bytes], list[float]] = {}
+        #: ask tokens this node forwarded to its clients -> expiry time
+        self._forwarded: dict[str, float] = {}
+        self._janitor: asyncio.Task[None] | None = None
+        self._started = False
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        started: list[_Link] = []
+        try:
+            for index, link in enumerate(self.links):
+                await link.exchange.start(self._deliverer(index))
+                started.append(link)
+        except BaseException:
+            for link in started:
+                await link.exchange.close()
+            raise
+        self._started = True
+        self._janitor = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def close(self) -> None:
+        if self._janitor is not None:
+            self._janitor.cancel()
+            self._janitor = None
+        if self._started:
+            self._started = False
+            for link in self.links:
+                await link.exchange.close()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(_TTL / 4)
+            now = time.monotonic()
+            for key, entry in list(self._own.items()):
+                if now - entry[1] > _TTL:
+                    del self._own[key]
+            for token, expiry in list(self._forwarded.items()):
+                if expiry < now:
+                    del self._forwarded[token]
+
+    def server_conn_id(self, conn: ServerConn) -> str:
+        """Go's server-conn-id: ``neffos(0x<node>(<id>0x<address>))`` (§3.3)."""
+        return f"{SERVER_CONN_ID_PREFIX}{self.node_id}({conn.id}{id(conn):#x}))"
+
+    # -- interest (reference counted) ---------------------------------------------------
+
+    def add_namespace(self, namespace: str) -> None:
+        count = self._ns_refs.get(namespace, 0)
+        self._ns_refs[namespace] = count + 1
+        if not count:
+            for link in self.links:
+                channel = link.exchange.namespace_channel(namespace)
+                self._route(link, channel, "namespace", namespace)
+
+    def remove_namespace(self, namespace: str) -> None:
+        count = self._ns_refs.get(namespace, 0) - 1
+        if count > 0:
+            self._ns_refs[namespace] = count
+            return
+        self._ns_refs.pop(namespace, None)
+        for link in self.links:
+            self._unroute(link, link.exchange.namespace_channel(namespace), "namespace")
+
+    def add_id(self, conn_id: str) -> None:
+        count = self._id_refs.get(conn_id, 0)
+        self._id_refs[conn_id] = count + 1
+        if not count:
+            for link in self.links:
+                self._route(link, link.exchange.id_channel(conn_id), "conn_id", conn_id)
+
+    def remove_id(self, conn_id: str) -> None:
+        count = self._id_refs.get(conn_id, 0) - 1
+        if count > 0:
+            self._id_refs[conn_id] = count
+            return
+        self._id_refs.pop(conn_id, None)
+        for link in self.links:
+            self._unroute(link, link.exchange.id_channel(conn_id), "conn_id")
+
+    def _route(self, link: _Link, channel: str | None, kind: str, name: str) -> None:
+        if channel is None:
+            return
+        route = link.routes.get(channel)
+        if route is None:
+            route = link.routes[channel] = _Route()
+            link.exchange.subscribe(channel)
+        setattr(route, kind, name)
+
+    def _unroute(self, link: _Link, channel: str | None, kind: str) -> None:
+        if channel is None:
+            return
+        route = link.routes.get(channel)
+        if route is None:
+            return
+        setattr(route, kind, None)
+        if route.namespace is None and route.conn_id is None:
+            del link.routes[channel]
+            link.exchange.unsubscribe(channel)
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def publish(
+        self, msg: Message, ex_conn: Any, ex_id: str | None, wait: str
+    ) -> None:
+        """Publish one broadcast message for the other nodes."""
+        if ex_conn is not None and getattr(ex_conn, "server", None) is self.server:
+            from_explicit = self.server_conn_id(ex_conn)
+        elif ex_id is not None:
+            from_explicit = exclude_id_marker(ex_id)
+        else:
+            from_explicit = ""
+        if wait:
+            from_explicit = ""  # a tokened frame cannot carry an exclusion (§1.4)
+        payload = serialize(msg.copy(wait=wait, from_explicit=from_explicit, set_binary=False))
+        for index, link in enumerate(self.links):
+            exchange = link.exchange
+            channel = exchange.id_channel(msg.to) if msg.to else exchange.namespace_channel(
+                msg.namespace
+            )
+            if channel is None:
+                continue
+            if exchange.echoes_own and channel in link.routes:
+                key = (index, channel, payload)
+                entry = self._own.get(key)
+                if entry is None:
+                    self._own[key] = [1, time.monotonic()]
+                else:
+                    entry[0] += 1
+            exchange.publish(channel, payload)
+
+    # -- asks across nodes ----------------------------------------------------------------
+
+    async def watch_answers(self, token: str) -> None:
+        """Subscribe to the answers of ``token`` (first exchange that works)."""
+        error: BaseException | None = None
+        for link in self.links:
+            channel = link.exchange.ask_channel(token)
+            try:
+                await link.exchange.subscribe_now(channel)
+            except Exception as exc:  # fall back to the next exchange (as Go)
+                error = exc
+                continue
+            link.asks.add(channel)
+            return
+        if error is not None:
+            log.warning("cannot subscribe to ask answers: %s", error)
+
+    def unwatch_answers(self, token: str) -> None:
+        for link in self.links:
+            channel = link.exchange.ask_channel(token)
+            if channel in link.asks:
+                link.asks.discard(channel)
+                link.exchange.unsubscribe_now(channel)
+
+    def answer_forwarded(self, msg: Message) -> bool:
+        """Publish a client's answer to a bus ask this node forwarded (§4.5)."""
+        token = msg.wait
+        expiry = self._forwarded.get(token)
+        if expiry is None:
+            return False
+        if expiry < time.monotonic():
+            del self._forwarded[token]
+            return False
+        payload = serialize(msg.copy(wait="", from_explicit="", set_binary=False))
+        for link in self.links:
+            try:
+                link.exchange.publish(link.exchange.ask_channel(token), payload)
+            except Exception as exc:  # try the next exchange
+                log.warning("cannot publish an ask answer: %s", exc)
+                continue
+            break
+        return True
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def _deliverer(self, index: int) -> Any:
+        link = self.links[index]
+
+        def deliver(subscription: str, payload: bytes) -> None:
+            try:
+                self._on_message(index, link, subscription, payload)
+            except Exception:
+                log.exception("dropped a bus message on %r", subscription)
+
+        return deliver
+
+    def _on_message(self, index: int, link: _Link, key: str, payload: bytes) -> None:
+        exchange = link.exchange
+        exchange.stats.received += 1
+        server = self.server
+        if key in link.asks:
+            answer = parse(payload, False)
+            if answer.is_invalid:
+                exchange.stats.malformed += 1
+                return
+            answer.wait = key
+            server._ask_answer(answer)
+            return
+        route = link.routes.get(key)
+        if route is None:
+            return  # unsubscribed meanwhile
+        if exchange.echoes_own:
+            own = self._own.get((index, key, payload))
+            if own is not None:
+                own[0] -= 1
+                if own[0] <= 0:
+                    del self._own[(index, key, payload)]
+                return
+        handler = server.handler
+        msg = parse(
+            payload, False, allow_native=handler.allow_native, only_native=handler.only_native
+        )
+        if msg.is_invalid:
+            exchange.stats.malformed += 1
+            log.warning("dropped a malformed bus message on %r: %r", key, payload[:80])
+            return
+        ex_sid = msg.from_explicit
+        msg.from_explicit = ""
+        msg.from_stack_exchange = True
+        ex_id = None
+        if ex_sid.startswith(_EXCLUDE_ID_PREFIX) and ex_sid.endswith("))"):
+            ex_id = ex_sid[len(_EXCLUDE_ID_PREFIX) : -2]
+            ex_sid = ""
+        delivered = self._deliver(msg, route, ex_sid, ex_id)
+        if msg.wait and delivered:
+            self._forwarded[msg.wait] = time.monotonic() + _TTL
+
+    def _deliver(self, msg: Message, route: _Route, ex_sid: str, ex_id: str | None) -> int:
+        server = self.server
+        if route.conn_id is not None and route.namespace is None:
+            msg.to = route.conn_id
+            return server._deliver(msg, None, ex_id, msg.wait, ex_sid=ex_sid, node=self)
+        if route.conn_id is None:
+            return server._deliver(msg, None, ex_id, msg.wait, ex_sid=ex_sid, node=self)
+        # An ID that equals a namespace name shares its channel (§10.5): reach the
+        # union once, not each connection twice as Go does.
+        seen: set[ServerConn] = set()
+        total = server._deliver(msg, None, ex_id, msg.wait, ex_sid=ex_sid, node=self, seen=seen)
+        msg.to = route.conn_id
+        total += server._deliver(
+            msg, None, ex_id, msg.wait, ex_sid=ex_sid, node=self, seen=seen
+        )
+        return total
+
