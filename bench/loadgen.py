@@ -58,12 +58,13 @@ class Proto:
         return f"${n};{NS};;echo;0;0;".encode() + body
 
     def chat(self, seq: int) -> bytes:
-        return f";{NS};{ROOM};chat;0;0;{seq}".encode()
+        return f";{NS};{ROOM};chat;0;0;{seq}:{time.perf_counter_ns()}".encode()
 
-    def chat_seq(self, data: bytes) -> int | None:
+    def chat_seq(self, data: bytes) -> tuple[int, int] | None:
         parts = data.split(b";", 6)
         if len(parts) == 7 and parts[3] == b"chat":
-            return int(parts[6])
+            seq, _, sent = parts[6].partition(b":")
+            return int(seq), int(sent)
         return None
 
     def is_reply(self, data: bytes) -> bool:
@@ -105,11 +106,12 @@ class SocketIOProto(Proto):
         return b"42" + str(n).encode() + b'["echo","' + body + b'"]'
 
     def chat(self, seq: int) -> bytes:
-        return b'42["chat","' + str(seq).encode() + b'"]'
+        return f'42["chat","{seq}:{time.perf_counter_ns()}"]'.encode()
 
-    def chat_seq(self, data: bytes) -> int | None:
+    def chat_seq(self, data: bytes) -> tuple[int, int] | None:
         if data.startswith(b'42["chat","'):
-            return int(data[11:-2])
+            seq, _, sent = data[11:-2].partition(b":")
+            return int(seq), int(sent)
         return None
 
     def is_reply(self, data: bytes) -> bool:
@@ -269,18 +271,24 @@ class Echo:
 
 
 class Broadcast:
-    def __init__(self, expected: int) -> None:
+    def __init__(self, expected: int, probe: bool = False) -> None:
+        self.probe = probe
         self.expected = expected
         self.received = 0
         self.first_sent = 0.0
         self.last_received = 0.0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.disconnects = 0
+        self.latencies: list[int] = []
 
     def on_frame(self, client: Client, data: bytes) -> None:
-        seq = client.proto.chat_seq(data)
-        if seq is None:
+        parsed = client.proto.chat_seq(data)
+        if parsed is None:
             return
+        seq, sent = parsed
+        if seq < 0 and not self.probe:
+            return  # a late probe of the cross-node warm-up
+        self.latencies.append(time.perf_counter_ns() - sent)
         if seq <= client.last_seq:
             client.reordered += 1
         client.last_seq = max(client.last_seq, seq)
@@ -308,7 +316,7 @@ class Idle:
 def percentile(sorted_values: list[float], p: float) -> float:
     if not sorted_values:
         return float("nan")
-    k = min(len(sorted_values) - 1, int(round(p / 100 * (len(sorted_values) - 1))))
+    k = min(len(sorted_values) - 1, round(p / 100 * (len(sorted_values) - 1)))
     return sorted_values[k]
 
 
@@ -349,12 +357,31 @@ async def run_broadcast(args: argparse.Namespace, proto: Proto) -> dict[str, Any
     gen = Broadcast(expected)
     url = _url(args.url, proto)
     receivers = await open_clients(url, proto, gen, args.receivers, 50)
-    (sender,) = await open_clients(url, proto, Idle(), 1, 1)
+    sender_url = _url(args.sender_url, proto) if args.sender_url else url
+    (sender,) = await open_clients(sender_url, proto, Idle(), 1, 1)
+    if args.sender_url:
+        # Across nodes, subscriptions travel through the broker: probe until the
+        # receivers' node delivers, so the measurement starts on a ready path.
+        probe = Broadcast(args.receivers, probe=True)
+        clients_gen = [c.gen for c in receivers]
+        for c in receivers:
+            c.gen = probe
+        async with asyncio.timeout(30):
+            while not probe.done.done():
+                sender.send(proto.chat(-1))
+                await asyncio.wait([probe.done], timeout=0.2)
+        for c, g in zip(receivers, clients_gen, strict=True):
+            c.gen = g
+            c.last_seq = -1
+            c.reordered = 0
     gen.first_sent = _now()
     for seq in range(args.messages):
         sender.send(proto.chat(seq))
-        if seq % 100 == 99:
-            await asyncio.sleep(0)  # let the sender's socket drain
+        if seq % args.batch == args.batch - 1:
+            if args.rate:
+                await asyncio.sleep(args.batch / args.rate)
+            else:
+                await asyncio.sleep(0)  # let the sender's socket drain
     try:
         await asyncio.wait_for(gen.done, args.timeout)
         timed_out = False
@@ -366,8 +393,11 @@ async def run_broadcast(args: argparse.Namespace, proto: Proto) -> dict[str, Any
     reordered = sum(c.reordered for c in receivers)
     for c in [*receivers, sender]:
         c.t.disconnect()  # type: ignore[union-attr]
+    lat = sorted(gen.latencies)
     return {
         "scenario": "broadcast",
+        "p50_ms": percentile(lat, 50) / 1e6,
+        "p99_ms": percentile(lat, 99) / 1e6,
         "receivers": args.receivers,
         "messages": args.messages,
         "deliveries": gen.received,
@@ -410,6 +440,9 @@ def main() -> None:
     parser.add_argument("--receivers", type=int, default=200)
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--sender-url", default=None, help="broadcast: sender on another node")
+    parser.add_argument("--batch", type=int, default=100, help="broadcast: sends per loop turn")
+    parser.add_argument("--rate", type=float, default=0.0, help="broadcast: messages/s, 0 = max")
     parser.add_argument("--conns", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")

@@ -45,10 +45,12 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def start_server(target: str, loop: str) -> tuple[asyncio.subprocess.Process, int]:
+async def start_server(
+    target: str, loop: str, extra: tuple[str, ...] = ()
+) -> tuple[asyncio.subprocess.Process, int]:
     args, _ = TARGETS[target]
     proc = await asyncio.create_subprocess_exec(
-        PY, str(HERE / "servers.py"), *args, "--loop", loop,
+        PY, str(HERE / "servers.py"), *args, "--loop", loop, *extra,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )
     assert proc.stdout is not None
@@ -141,7 +143,7 @@ async def run_idle(target: str, opts: argparse.Namespace) -> dict[str, Any]:
             assert gen.stdin is not None and gen.stdout is not None
             gen.stdin.write(b"exit\n")
             await gen.stdin.drain()
-            results.append(json.loads((await asyncio.wait_for(gen.stdout.readline(), 120))))
+            results.append(json.loads(await asyncio.wait_for(gen.stdout.readline(), 120)))
         server_alive = proc.returncode is None
         return {
             "scenario": "idle",
@@ -159,11 +161,96 @@ async def run_idle(target: str, opts: argparse.Namespace) -> dict[str, Any]:
         await stop(proc)
 
 
-SCENARIOS = {"echo": run_echo, "broadcast": run_broadcast, "idle": run_idle}
+CROSS_TARGETS = ("one-node", "redis", "nats")
+
+
+async def run_cross_node(target: str, opts: argparse.Namespace) -> dict[str, Any]:
+    """Two server processes sharing a broker: receivers on B, the sender on A.
+
+    ``one-node`` is the baseline measured in the same run: sender and receivers
+    on one server without any exchange.
+    """
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from brokers import Broker  # the same broker processes as the tests
+
+    broker = None
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        extra: tuple[str, ...] = ()
+        if target != "one-node":
+            broker = Broker(target)
+            await broker.start()
+            url = broker.address if target == "redis" else broker.url
+            extra = ("--exchange", target, "--broker", url)
+        proc_a, port_a = await start_server("neffos-picows", opts.loop, extra)
+        procs.append(proc_a)
+        if target == "one-node":
+            port_b = port_a
+        else:
+            proc_b, port_b = await start_server("neffos-picows", opts.loop, extra)
+            procs.append(proc_b)
+        base = ["broadcast", "--url", f"ws://127.0.0.1:{port_b}/",
+                "--sender-url", f"ws://127.0.0.1:{port_a}/", "--loop", opts.loop,
+                "--receivers", str(opts.receivers)]
+        throughput = await loadgen([*base, "--messages", str(opts.messages)], 240)
+        latency = await loadgen([*base, "--messages", str(opts.latency_messages),
+                                 "--rate", str(opts.latency_rate), "--batch", "1"], 240)
+        result = {
+            "scenario": "cross-node",
+            "deliveries_per_s": throughput["deliveries_per_s"],
+            "seconds": throughput["seconds"],
+            "lost": throughput["lost"] + latency["lost"],
+            "reordered": throughput["reordered"] + latency["reordered"],
+            "p50_ms": latency["p50_ms"],
+            "p99_ms": latency["p99_ms"],
+            "latency_rate": opts.latency_rate,
+        }
+        if broker is not None:
+            result["broker_conns_0_clients"] = await broker.connection_count()
+            one = await _hold_clients(port_a, 1, opts.loop)
+            result["broker_conns_1_client"] = await broker.connection_count()
+            await _release(one)
+            many = await _hold_clients(port_a, 1000, opts.loop)
+            result["broker_conns_1000_clients"] = await broker.connection_count()
+            await _release(many)
+        return result
+    finally:
+        for proc in procs:
+            await stop(proc)
+        if broker is not None:
+            await broker.stop()
+
+
+async def _hold_clients(port: int, n: int, loop: str) -> asyncio.subprocess.Process:
+    gen = await asyncio.create_subprocess_exec(
+        PY, str(HERE / "loadgen.py"), "idle", "--url", f"ws://127.0.0.1:{port}/",
+        "--conns", str(n), "--loop", loop,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert gen.stdout is not None
+    await asyncio.wait_for(gen.stdout.readline(), 120)
+    return gen
+
+
+async def _release(gen: asyncio.subprocess.Process) -> None:
+    assert gen.stdin is not None
+    gen.stdin.write(b"exit\n")
+    await gen.stdin.drain()
+    await asyncio.wait_for(gen.wait(), 60)
+
+
+SCENARIOS = {
+    "echo": run_echo,
+    "broadcast": run_broadcast,
+    "idle": run_idle,
+    "cross-node": run_cross_node,
+}
 HEADLINE = {
     "echo": ("rps", "round trips/s"),
     "broadcast": ("deliveries_per_s", "deliveries/s"),
     "idle": ("bytes_per_conn", "bytes/conn"),
+    "cross-node": ("deliveries_per_s", "deliveries/s"),
 }
 
 
@@ -176,6 +263,21 @@ def ratio(a: float, b: float | None, lower_is_better: bool) -> str:
 def table(scenario: str, rows: dict[str, dict[str, Any]]) -> str:
     key, unit = HEADLINE[scenario]
     lower = scenario == "idle"
+    if scenario == "cross-node":
+        base = rows.get("one-node", {}).get(key)
+        lines = ["\n## cross-node (receivers on node B, sender on node A; ratio: vs one node;"
+                 " broker connections of both nodes together)"]
+        lines.append(f"{'bus':<12}{'deliv/s':>10}{'lost':>6}{'reord':>6}{'p50 ms':>9}"
+                     f"{'p99 ms':>9}{'broker conns, 1|1000 clients':>30}{'vs one node':>13}")
+        for name, r in rows.items():
+            conns = (f"{r['broker_conns_1_client']:g} | {r['broker_conns_1000_clients']:g}"
+                     if "broker_conns_1_client" in r else "-")
+            lines.append(
+                f"{name:<12}{r['deliveries_per_s']:>10.0f}{r['lost']:>6}{r['reordered']:>6}"
+                f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{conns:>30}"
+                f"{ratio(r['deliveries_per_s'], base, False):>13}"
+            )
+        return "\n".join(lines)
     ceiling = rows.get("ceiling", {}).get(key)
     sio = rows.get("socketio", {}).get(key)
     lines = [f"\n## {scenario} ({unit}; ratios: ours/ceiling, ours/socketio"
@@ -221,13 +323,17 @@ async def main() -> None:
     parser.add_argument("--receivers", type=int, default=200)
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--conns", type=int, default=2000)
+    parser.add_argument("--latency-rate", type=float, default=200.0,
+                        help="cross-node latency phase: messages/s")
+    parser.add_argument("--latency-messages", type=int, default=400)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--out", default=None)
     opts = parser.parse_args()
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for scenario in opts.scenarios.split(","):
         results[scenario] = {}
-        for target in opts.targets.split(","):
+        targets = CROSS_TARGETS if scenario == "cross-node" else opts.targets.split(",")
+        for target in targets:
             print(f"running {scenario} on {target}...", file=sys.stderr, flush=True)
             try:
                 results[scenario][target] = await SCENARIOS[scenario](target, opts)

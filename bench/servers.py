@@ -39,6 +39,14 @@ async def serve_neffos(args: argparse.Namespace) -> None:
         send_buffer=16 << 20,
         max_queued_frames=1 << 20,
     )
+    if args.exchange == "redis":
+        from neffos.exchange.redis import RedisStackExchange
+
+        server.use_stack_exchange(RedisStackExchange(args.broker, channel_prefix="bench"))
+    elif args.exchange == "nats":
+        from neffos.exchange.nats import NatsStackExchange
+
+        server.use_stack_exchange(NatsStackExchange(args.broker, subject_prefix="bench"))
     listener = await server.listen("127.0.0.1", args.port, backlog=4096)
     print(f"PORT {listener.port}", flush=True)
     await asyncio.get_running_loop().create_future()
@@ -110,6 +118,8 @@ def main() -> None:
     parser.add_argument("--transport", default="picows")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument("--exchange", choices=["redis", "nats"], default=None)
+    parser.add_argument("--broker", default=None, help="redis host:port or nats URL")
     args = parser.parse_args()
     coro = {"neffos": serve_neffos, "ceiling": serve_ceiling, "socketio": serve_socketio}[
         args.target
