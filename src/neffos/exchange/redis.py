@@ -20,6 +20,8 @@ from typing import Any
 
 try:
     import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
     from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -128,6 +130,9 @@ class RedisStackExchange(StackExchange):
             "socket_timeout": None,
             "max_connections": self._pool_size,
             "retry_on_timeout": False,
+            # No hidden retries: a lost connection must surface here, so that it
+            # is logged, counted and followed by a resubscription.
+            "retry": Retry(NoBackoff(), 0),
             **self._auth,
         }
         if self._url:
