@@ -94,6 +94,7 @@ class ClientConn(Conn):
         "_reconnect",
         "_reconnect_task",
         "_sweeper",
+        "_targets",
         "url",
     )
 
@@ -119,6 +120,8 @@ class ClientConn(Conn):
         self._ack_future: asyncio.Future[str] | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        #: namespaces (and their rooms) to connect again after a reconnection
+        self._targets: dict[str, tuple[NSConn, set[str]]] | None = None
 
     @property
     def is_connected(self) -> bool:
@@ -234,14 +237,34 @@ class ClientConn(Conn):
         self._online = False
         self._acked = False
         self.socket = _Offline()
-        had = {ns.namespace: list(ns.rooms) for ns in self._namespaces.values()}
-        nsconns = list(self._namespaces.values())
-        super()._fail_waiters()
-        self._reconnect_task = self._loop.create_task(self._reconnect_loop(had, nsconns))
+        # What to restore: what is connected now, plus what an interrupted
+        # restoration had not finished yet.
+        targets = {ns.namespace: (ns, set(ns.rooms)) for ns in self._namespaces.values()}
+        for name, (ns, rooms) in (self._targets or {}).items():
+            targets.setdefault(name, (ns, set()))[1].update(rooms)
+        self._targets = targets
+        self._fail_waiters()
+        old = self._reconnect_task
+        if old is not None:
+            old.cancel()
+        self._reconnect_task = self._loop.create_task(self._reconnect_loop())
 
-    async def _reconnect_loop(self, had: dict[str, list[str]], nsconns: list[NSConn]) -> None:
+    def _fail(self, code: int, reason: str) -> None:
+        # A dead peer or a timeout is a lost connection: reconnect if allowed.
+        if self._reconnect is not None and self._acked and self._online and not self._closed:
+            log.info("[%s] closing the connection (%s)", self.id, reason)
+            sock = self.socket
+            sock.receiver = None
+            sock.close(code, reason)
+            self.socket_closed(None)
+            return
+        super()._fail(code, reason)
+
+    async def _reconnect_loop(self) -> None:
         policy = self._reconnect
         assert policy is not None
+        me = asyncio.current_task()
+        gave_up = False
         try:
             await self._force_disconnect_all()
             tries = 0
@@ -249,6 +272,7 @@ class ClientConn(Conn):
                 tries += 1
                 if policy.max_tries is not None and tries > policy.max_tries:
                     log.warning("[%s] giving up after %d reconnection attempts", self.id, tries - 1)
+                    gave_up = True
                     break
                 await asyncio.sleep(policy.delay(tries))
                 if self._closed:
@@ -259,34 +283,43 @@ class ClientConn(Conn):
                     log.info("[%s] reconnection attempt %d failed: %s", self.id, tries, exc)
                     continue
                 log.info("[%s] reconnected after %d attempt(s)", self.id, tries)
-                await self._restore(had, nsconns)
+                await self._restore()
                 return
-        except asyncio.CancelledError:
-            raise
+        except ConnectionClosed:
+            return  # lost again while restoring: a new loop took over
         except Exception:
             log.exception("[%s] reconnection failed", self.id)
+            gave_up = True
         finally:
-            self._reconnect_task = None
-        if not self._closed and not self._online:
+            if self._reconnect_task is me:
+                self._reconnect_task = None
+        if gave_up and not self._closed and not self._online:
             self._closed = True
+            self._targets = None
             await self._close_sequence()
 
-    async def _restore(self, had: dict[str, list[str]], nsconns: list[NSConn]) -> None:
-        by_name = {ns.namespace: ns for ns in nsconns}
-        for name, rooms in had.items():
+    async def _restore(self) -> None:
+        targets = self._targets
+        while targets:
+            name, (ns, rooms) = next(iter(targets.items()))
             try:
-                ns = await self._connect_nsconn(by_name[name], timeout=self._dial_timeout)
-                for room in rooms:
-                    await ns.join_room(room, timeout=self._dial_timeout)
+                restored = await self._connect_nsconn(ns, timeout=self._dial_timeout)
+                for room in sorted(rooms):
+                    await restored.join_room(room, timeout=self._dial_timeout)
+            except ConnectionClosed:
+                raise  # the targets stay for the next attempt
             except (NeffosError, OSError) as exc:
                 log.warning("[%s] could not restore namespace %r: %s", self.id, name, exc)
+            del targets[name]
+        if self._targets is targets:
+            self._targets = None
 
     async def _connect_nsconn(self, ns: NSConn, timeout: float | None) -> NSConn:
         """Connect again a namespace connection object kept across a reconnection."""
-        ns.rooms.clear()
         existing = self._namespaces.get(ns.namespace)
         if existing is not None:
             return existing
+        ns.rooms.clear()
         return await self._connect_with(ns, timeout)
 
     def close(self, code: int = 1000, reason: str = "") -> None:

@@ -67,13 +67,17 @@ _SYSTEM_REQUESTS = frozenset(
 )
 _PROCESS = Coroutine[Any, Any, None]
 #: the connection whose frames the current task is processing
-_processing: contextvars.ContextVar[Conn] = contextvars.ContextVar("neffos_processing")
+#: (connection, the task that owns its processing) for code running in that task
+#: or in tasks it started (their context is a copy)
+_processing: contextvars.ContextVar[tuple[Conn, asyncio.Task[Any]]] = contextvars.ContextVar(
+    "neffos_processing"
+)
 
 
 def _yield_current() -> None:
-    conn = _processing.get(None)
-    if conn is not None:
-        conn._yield_processing()
+    current = _processing.get(None)
+    if current is not None:
+        current[0]._yield_processing(current[1])
 _R = TypeVar("_R")
 
 
@@ -337,18 +341,21 @@ class Conn:
         err = await self._fire(ns, request)
         if err is not None:
             raise err
-        reply, held = await self._ask_system(request, timeout)
+        reply, held = await self._ask_system(request, timeout, hold=True)
         try:
             if reply.err is not None:
                 raise reply.err
+            self._check_open()
             existing = self._namespaces.get(namespace)
             if existing is not None:  # connected concurrently
                 return existing
             self._add_namespace(ns)
-            await self._fire(ns, Message(namespace, ON_NAMESPACE_CONNECTED, is_local=True))
         finally:
+            # Only the registration had to precede the peer's next frames; the
+            # local "connected" event runs while they are processed (as in Go).
             if held:
                 self._release()
+        await self._fire(ns, Message(namespace, ON_NAMESPACE_CONNECTED, is_local=True))
         return ns
 
     async def wait_connect(self, namespace: str, *, timeout: float | None = None) -> NSConn:
@@ -421,7 +428,7 @@ class Conn:
             pending = self.socket.send(data, binary)
         except Exception as exc:
             self._cfg.log.debug("[%s] write failed: %r", self.id, exc)
-            self.close(1011, "write failed")
+            self._fail(1011, "write failed")
             return False
         if pending > self._cfg.send_buffer:
             self._cfg.log.warning(
@@ -430,7 +437,7 @@ class Conn:
                 pending,
                 self._cfg.send_buffer,
             )
-            self.close(1008, "send buffer full")
+            self._fail(1008, "send buffer full")
         return True
 
     # -- ask -------------------------------------------------------------------
@@ -474,14 +481,20 @@ class Conn:
         return reply
 
     async def _ask_system(
-        self, request: Message, timeout: float | None
+        self, request: Message, timeout: float | None, *, hold: bool = False
     ) -> tuple[Message, bool]:
-        """Send a system request; return the answer and whether the reader is held."""
+        """Send a system request; return the answer and whether the reader is held.
+
+        With ``hold``, frames that arrive after the answer wait until the caller
+        calls :meth:`_release` (see :class:`_HoldFuture`).
+        """
         waiters = self._waiters
         if waiters is None:
             waiters = self._waiters = {}
         token = self._tokens()
-        fut = _HoldFuture(loop=self._loop)
+        fut: asyncio.Future[Message] = (
+            _HoldFuture(loop=self._loop) if hold else self._loop.create_future()
+        )
         waiters[token] = fut
         try:
             data = serialize(request.copy(wait=token))
@@ -490,12 +503,12 @@ class Conn:
             _yield_current()
             reply = await _with_timeout(fut, timeout)
         except BaseException:
-            if fut.held:
+            if getattr(fut, "held", False):
                 self._release()
             raise
         finally:
             waiters.pop(token, None)
-        return reply, fut.held
+        return reply, bool(getattr(fut, "held", False))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -539,11 +552,14 @@ class Conn:
                     self.id,
                     self._cfg.max_queued_frames,
                 )
-                self.close(1008, "too many queued messages")
+                self._fail(1008, "too many queued messages")
                 return
             inbox.append(msg)
             return
-        self._dispatch(msg)
+        try:
+            self._dispatch(msg)
+        except Exception:  # never let a bug reach the transport's callback
+            self._cfg.log.exception("[%s] processing of %r failed", self.id, msg)
 
     def _feed_preack(self, data: bytes, binary: bool) -> None:
         raise NotImplementedError
@@ -671,7 +687,19 @@ class Conn:
         elif isinstance(result, str):
             body = result.encode()
         else:
-            body = marshal(result)
+            try:
+                body = marshal(result)
+            except Exception as exc:
+                self._cfg.log.error(
+                    "[%s] cannot encode the result of %r/%r: %s",
+                    self.id, msg.namespace, msg.event, exc,
+                )
+                if not msg.is_error:
+                    err = RemoteError("cannot encode the reply")
+                    self.write(
+                        Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
+                    )
+                return
         # The reply is the request echoed with the new body (§4.6), written
         # through the same checks as Conn.write but without a Message object.
         if self._closed or not self._writable(msg):
@@ -689,13 +717,18 @@ class Conn:
         elif isinstance(result, bytes | str):
             body = result.encode() if isinstance(result, str) else result
         else:
-            body = marshal(result)
+            try:
+                body = marshal(result)
+            except Exception as exc:
+                self._cfg.log.error("[%s] cannot encode a native reply: %s", self.id, exc)
+                return
         self.write(Message(body=body, is_native=True, set_binary=msg.set_binary))
 
     def _not_connected(self, msg: Message) -> None:
         # Go drops such frames silently and its askers hang; a tokened request
         # gets a prompt "bad namespace" instead (PROTOCOL.md §7.3).
-        if msg.wait and not msg.is_error and not msg.is_native:
+        # An empty reply (no event) that came too late is not a request.
+        if msg.wait and msg.event and not msg.is_error and not msg.is_native:
             self._send_error_reply(msg, BadNamespace())
 
     def _send_error_reply(self, msg: Message, err: BaseException) -> None:
@@ -734,8 +767,9 @@ class Conn:
         task.add_done_callback(tasks.discard)
 
     async def _run_then_drain(self, first: Awaitable[Any] | None) -> None:
-        _processing.set(self)
         me = asyncio.current_task()
+        assert me is not None
+        _processing.set((self, me))
         try:
             if first is not None:
                 await first
@@ -756,14 +790,16 @@ class Conn:
         if not self._busy and not self._holds and self._inbox and not self._closed:
             self._start_task(None)
 
-    def _yield_processing(self) -> None:
-        """Let the connection go on processing while this handler waits for a peer.
+    def _yield_processing(self, owner: asyncio.Task[Any]) -> None:
+        """Let the connection go on processing while a handler waits for a peer.
 
         Without this, a handler that awaits an answer which the peer can only give
         after we process one of its requests (asks in both directions, or a chain
-        across connections) would deadlock. Ordering is kept for everything else.
+        across connections) would deadlock. ``owner`` is the task running the
+        handler: the wait may happen in a task it started (``wait_for``,
+        ``gather``). Ordering is kept for everything else.
         """
-        if self._owner is not None and self._owner is asyncio.current_task():
+        if self._owner is owner:
             self._owner = None
             self._busy = False
             self._kick()
@@ -848,6 +884,8 @@ class Conn:
         if err is not None:
             self._send_error_reply(msg, err)
             return
+        if self._closed or self._namespaces.get(ns.namespace) is not ns:
+            return  # closed meanwhile: the close sequence fired the events
         await self._force_leave_all(ns, is_local=False)
         self._remove_namespace(ns)
         self._send_empty_reply(wait)
@@ -856,14 +894,13 @@ class Conn:
         wait = msg.wait
         if not wait or msg.is_noop:
             return
-        if not msg.room:  # "" means "no room": it cannot be joined
-            self._send_error_reply(msg, BadRoom())
-            return
         if msg.room not in ns.rooms:
             err = await self._fire(ns, msg)
             if err is not None:
                 self._send_error_reply(msg, err)
                 return
+            if self._closed or self._namespaces.get(ns.namespace) is not ns:
+                return  # closed or disconnected while the handler ran
             if msg.room not in ns.rooms:
                 ns._add_room(msg.room)
             await self._fire(ns, Message(ns.namespace, ON_ROOM_JOINED, room=msg.room))
@@ -912,6 +949,8 @@ class Conn:
 
     def _remove_namespace(self, ns: NSConn) -> None:
         if self._namespaces.get(ns.namespace) is ns:
+            for room in list(ns.rooms.values()):  # normally left already
+                ns._remove_room(room)
             del self._namespaces[ns.namespace]
             self._ns_removed(ns)
 
@@ -940,7 +979,7 @@ class Conn:
             self._ping_out = False
         elif self._ping_out:
             self._cfg.log.info("[%s] closing: no pong from the peer", self.id)
-            self.close(1011, "ping timeout")
+            self._fail(1011, "ping timeout")
         else:
             self._ping_out = True
             try:
@@ -959,7 +998,7 @@ class Conn:
         idle = self._loop.time() - self._last_data
         if idle >= timeout:
             self._cfg.log.info("[%s] closing: no data for %.1fs (read timeout)", self.id, idle)
-            self.close(1001, "read timeout")
+            self._fail(1001, "read timeout")
         else:
             self._read_timer = self._loop.call_later(timeout - idle, self._check_read_timeout)
 
@@ -978,9 +1017,16 @@ class Conn:
     def _write_timed_out(self) -> None:
         self._write_timer = None
         self._cfg.log.warning("[%s] closing: the peer has not read for too long", self.id)
-        self.close(1008, "write timeout")
+        self._fail(1008, "write timeout")
 
     # -- closing -------------------------------------------------------------------
+
+    def _fail(self, code: int, reason: str) -> None:
+        """The connection is broken (dead peer, timeout, overflow): close it.
+
+        A client with a reconnect policy reconnects instead of closing for good.
+        """
+        self.close(code, reason)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection (idempotent).
@@ -1149,24 +1195,26 @@ class NSConn:
         if conn._namespaces.get(self.namespace) is not self:
             raise WriteClosed()
         request = Message(self.namespace, ON_ROOM_JOIN, room=room, is_local=True)
-        reply, held = await conn._ask_system(request, timeout)
-        try:
-            if reply.err is not None:
-                raise reply.err
-            existing = self.rooms.get(room)
-            if existing is not None:
-                return existing
-            err = await conn._fire(self, request)
-            if err is not None:
-                raise err
-            joined = self._add_room(room)
-            await conn._fire(
-                self, Message(self.namespace, ON_ROOM_JOINED, room=room, is_local=True)
-            )
-        finally:
-            if held:
-                conn._release()
+        reply, _ = await conn._ask_system(request, timeout)
+        if reply.err is not None:
+            raise reply.err
+        existing = self.rooms.get(room)
+        if existing is not None:
+            return existing
+        err = await conn._fire(self, request)
+        if err is not None:
+            raise err
+        self._check_connected()
+        joined = self._add_room(room)
+        await conn._fire(self, Message(self.namespace, ON_ROOM_JOINED, room=room, is_local=True))
         return joined
+
+    def _check_connected(self) -> None:
+        """After an await: the connection is open and this namespace still connected."""
+        conn = self.conn
+        conn._check_open()
+        if conn._namespaces.get(self.namespace) is not self:
+            raise BadNamespace()
 
     async def leave_all(self, *, timeout: float | None = None) -> None:
         """Leave every joined room in turn."""
@@ -1186,18 +1234,14 @@ class NSConn:
             raise BadNamespace()
         conn._check_open()
         request = Message(self.namespace, ON_NAMESPACE_DISCONNECT, is_local=True)
-        reply, held = await conn._ask_system(request, timeout)
-        try:
-            if reply.err is not None:
-                raise reply.err
-            if conn._namespaces.get(self.namespace) is not self:
-                return
-            await conn._force_leave_all(self, is_local=True)
-            conn._remove_namespace(self)
-            await conn._fire(self, request)
-        finally:
-            if held:
-                conn._release()
+        reply, _ = await conn._ask_system(request, timeout)
+        if reply.err is not None:
+            raise reply.err
+        if conn._closed or conn._namespaces.get(self.namespace) is not self:
+            return  # closed meanwhile: the close sequence fired the events
+        await conn._force_leave_all(self, is_local=True)
+        conn._remove_namespace(self)
+        await conn._fire(self, request)
 
     def broadcast(self, *messages: Message) -> None:
         """Server side: broadcast to the namespace (messages without a namespace get this one)."""
@@ -1269,17 +1313,15 @@ class Room:
             raise BadRoom()
         conn._check_open()
         request = Message(ns.namespace, ON_ROOM_LEAVE, room=self.name, is_local=True)
-        reply, held = await conn._ask_system(request, timeout)
-        try:
-            if reply.err is not None:
-                raise reply.err
-            if ns.rooms.get(self.name) is not self:
-                return
-            err = await conn._fire(ns, request)
-            if err is not None:
-                raise err
-            ns._remove_room(self)
-            await conn._fire(ns, Message(ns.namespace, ON_ROOM_LEFT, room=self.name, is_local=True))
-        finally:
-            if held:
-                conn._release()
+        reply, _ = await conn._ask_system(request, timeout)
+        if reply.err is not None:
+            raise reply.err
+        if ns.rooms.get(self.name) is not self:
+            return
+        err = await conn._fire(ns, request)
+        if err is not None:
+            raise err
+        if ns.rooms.get(self.name) is not self:
+            return
+        ns._remove_room(self)
+        await conn._fire(ns, Message(ns.namespace, ON_ROOM_LEFT, room=self.name, is_local=True))

@@ -36,6 +36,8 @@ class ExchangeStats:
     received: int = 0
     #: received payloads that were not neffos frames; dropped
     malformed: int = 0
+    #: messages the broker client dropped before we saw them (slow consumer)
+    receive_dropped: int = 0
     reconnects: int = 0
 
 
@@ -44,11 +46,9 @@ class StackExchange(abc.ABC):
 
     Subclasses implement the broker side; every method except :meth:`start`,
     :meth:`close` and :meth:`subscribe_now` must return at once (work is queued
-    and applied in order by the exchange's own task).
+    and applied in order by the exchange's own task). ``deliver`` must never be
+    called for the node's own publications: the node delivered them locally.
     """
-
-    #: True when the broker sends a node's own publications back to it (Redis)
-    echoes_own: bool = True
 
     def __init__(self) -> None:
         self.stats = ExchangeStats()

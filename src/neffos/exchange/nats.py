@@ -21,6 +21,7 @@ from typing import Any
 try:
     import nats
     from nats.errors import Error as NatsError
+    from nats.errors import SlowConsumerError
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "NatsStackExchange needs nats-py: pip install 'neffos[nats]'"
@@ -104,6 +105,12 @@ class NatsStackExchange(StackExchange):
         self._deliver = deliver
 
         async def on_error(exc: Exception) -> None:
+            if isinstance(exc, SlowConsumerError):
+                # nats-py dropped a message because we did not keep up
+                dropped = self.stats.receive_dropped = self.stats.receive_dropped + 1
+                if dropped in (1, 10, 100) or not dropped % 1000:
+                    log.warning("NATS slow consumer: %d message(s) dropped in total", dropped)
+                return
             log.debug("NATS: %s", exc)
 
         async def on_disconnect() -> None:

@@ -7,9 +7,9 @@ What it does (PROTOCOL.md §10, §15.3), and how it differs from Go neffos:
   connection ID (reference counted), instead of one broker connection per
   WebSocket client. A namespace's message reaches the node once.
 * **Local delivery first.** ``broadcast`` delivers to local connections directly
-  and publishes for the other nodes. With Redis, which sends a node its own
-  publications back, those echoes are recognised by (channel, payload) and
-  dropped; with NATS the connection is opened with no-echo.
+  and publishes for the other nodes; an exchange never hands a node its own
+  publications (NATS: a no-echo connection; Redis: the exchange recognises its
+  echoes, see :mod:`neffos.exchange.redis`).
 * **Exclusion.** Excluding a connection puts its server-conn-id in field 1 of the
   payload, as Go does. Excluding an ID — which Go cannot do over a bus — uses a
   server-conn-id whose node part is all ``f``: Go nodes never match it (they
@@ -87,8 +87,6 @@ class BusNode:
         self.sid_prefix = f"{SERVER_CONN_ID_PREFIX}{self.node_id}("
         self._ns_refs: dict[str, int] = {}
         self._id_refs: dict[str, int] = {}
-        #: own publications awaited back from brokers that echo: key -> [count, time]
-        self._own: dict[tuple[int, str, bytes], list[float]] = {}
         #: ask tokens this node forwarded to its clients -> expiry time
         self._forwarded: dict[str, float] = {}
         self._janitor: asyncio.Task[None] | None = None
@@ -124,9 +122,6 @@ class BusNode:
         while True:
             await asyncio.sleep(_TTL / 4)
             now = time.monotonic()
-            for key, entry in list(self._own.items()):
-                if now - entry[1] > _TTL:
-                    del self._own[key]
             for token, expiry in list(self._forwarded.items()):
                 if expiry < now:
                     del self._forwarded[token]
@@ -205,21 +200,13 @@ class BusNode:
         if wait:
             from_explicit = ""  # a tokened frame cannot carry an exclusion (§1.4)
         payload = serialize(msg.copy(wait=wait, from_explicit=from_explicit, set_binary=False))
-        for index, link in enumerate(self.links):
+        for link in self.links:
             exchange = link.exchange
             channel = exchange.id_channel(msg.to) if msg.to else exchange.namespace_channel(
                 msg.namespace
             )
-            if channel is None:
-                continue
-            if exchange.echoes_own and channel in link.routes:
-                key = (index, channel, payload)
-                entry = self._own.get(key)
-                if entry is None:
-                    self._own[key] = [1, time.monotonic()]
-                else:
-                    entry[0] += 1
-            exchange.publish(channel, payload)
+            if channel is not None:
+                exchange.publish(channel, payload)
 
     # -- asks across nodes ----------------------------------------------------------------
 
@@ -292,13 +279,6 @@ class BusNode:
         route = link.routes.get(key)
         if route is None:
             return  # unsubscribed meanwhile
-        if exchange.echoes_own:
-            own = self._own.get((index, key, payload))
-            if own is not None:
-                own[0] -= 1
-                if own[0] <= 0:
-                    del self._own[(index, key, payload)]
-                return
         handler = server.handler
         msg = parse(
             payload, False, allow_native=handler.allow_native, only_native=handler.only_native

@@ -7,6 +7,16 @@ Channel names (PROTOCOL.md §10.2): ``<prefix>.<namespace>.`` and
 One node holds two Redis connections whatever the number of WebSocket clients:
 one subscriber (every subscription of the node) and one publisher (publications
 are pipelined in order).
+
+Redis delivers a node's own publications to its own subscriptions, and the node
+has already delivered them to its local clients. The exchange recognises those
+echoes: a publication sent on a channel whose subscription Redis has confirmed
+is expected back exactly once, and that one arrival is dropped. Publications on
+unconfirmed channels (a subscription still in flight) expect nothing, failed
+ones are forgotten, and every expectation is dropped when the subscriber
+reconnects, so a stale one can never swallow another node's identical message.
+Only exact channel matches are delivered (a glob character in a name is taken
+literally), so no client gets a message twice through two patterns.
 """
 
 from __future__ import annotations
@@ -37,6 +47,8 @@ __all__ = ["RedisStackExchange"]
 log = logging.getLogger("neffos.exchange")
 
 _ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+#: how long an expected echo is awaited before it is forgotten
+_ECHO_TTL = 10.0
 
 
 def _address(address: str) -> tuple[str, int]:
@@ -94,6 +106,13 @@ class RedisStackExchange(StackExchange):
         self._pubsub: Any = None
         self._patterns: set[str] = set()
         self._channels: set[str] = set()
+        #: patterns whose subscription Redis confirmed on the current connection
+        self._confirmed: set[str] = set()
+        #: echoes of our own publications still expected: (channel, payload) -> [n, time]
+        self._echoes: dict[tuple[str, bytes], list[float]] = {}
+        #: channels with a (un)subscription Redis has not confirmed yet -> how many
+        self._inflight: dict[str, int] = {}
+        self._settled = asyncio.Event()
         self._confirm: dict[str, asyncio.Future[None]] = {}
         self._commands: deque[tuple[str, str]] = deque()
         self._queue: deque[tuple[str, bytes]] = deque()
@@ -196,13 +215,28 @@ class RedisStackExchange(StackExchange):
 
     def subscribe(self, channel: str) -> None:
         self._patterns.add(channel)
+        self._change(channel)
         self._commands.append(("psubscribe", channel))
         self._command_wake.set()
 
     def unsubscribe(self, channel: str) -> None:
         self._patterns.discard(channel)
+        self._change(channel)
         self._commands.append(("punsubscribe", channel))
         self._command_wake.set()
+
+    def _change(self, channel: str) -> None:
+        # Until Redis confirms, nobody knows whether a publication on this
+        # channel comes back to us: publications to it wait (see _publish_loop).
+        self._inflight[channel] = self._inflight.get(channel, 0) + 1
+
+    def _settle(self, channel: str) -> None:
+        count = self._inflight.get(channel, 0) - 1
+        if count > 0:
+            self._inflight[channel] = count
+        else:
+            self._inflight.pop(channel, None)
+            self._settled.set()
 
     async def subscribe_now(self, channel: str) -> None:
         fut = asyncio.get_running_loop().create_future()
@@ -246,6 +280,10 @@ class RedisStackExchange(StackExchange):
                 if self._closing:
                     return
                 self._connected.clear()
+                self._confirmed.clear()
+                self._echoes.clear()
+                self._inflight.clear()
+                self._settled.set()
                 log.warning("lost the Redis subscriber connection: %s; reconnecting", exc)
                 await self._reconnect_subscriber(delay)
                 continue
@@ -253,17 +291,36 @@ class RedisStackExchange(StackExchange):
                 continue
             kind = message["type"]
             if kind == "pmessage":
-                key = message["pattern"]
+                channel = _text(message["channel"])
+                if _text(message["pattern"]) != channel:
+                    continue  # only exact names, see the module docstring
+                data = bytes(message["data"])
+                echo = self._echoes.get((channel, data))
+                if echo is not None:
+                    echo[0] -= 1
+                    if echo[0] <= 0:
+                        del self._echoes[(channel, data)]
+                    continue
             elif kind == "message":
-                key = message["channel"]
+                channel = _text(message["channel"])
+                data = bytes(message["data"])
             else:
-                if kind == "subscribe":
-                    fut = self._confirm.get(_text(message["channel"]))
+                name = _text(message["channel"])
+                if kind == "psubscribe":
+                    self._confirmed.add(name)
+                    self._settle(name)
+                elif kind == "punsubscribe":
+                    self._confirmed.discard(name)
+                    self._settle(name)
+                    for key in [k for k in self._echoes if k[0] == name]:
+                        del self._echoes[key]
+                elif kind == "subscribe":
+                    fut = self._confirm.get(name)
                     if fut is not None and not fut.done():
                         fut.set_result(None)
                 continue
             assert self._deliver is not None
-            self._deliver(_text(key), bytes(message["data"]))
+            self._deliver(channel, data)
 
     async def _reconnect_subscriber(self, delay: float) -> None:
         old = self._pubsub
@@ -280,6 +337,10 @@ class RedisStackExchange(StackExchange):
                 continue
             self.stats.reconnects += 1
             self._pub_down_until = 0.0
+            self._echoes.clear()
+            if self._pub is not None:
+                # its pooled connections died with the broker too
+                await self._pub.connection_pool.disconnect()
             self._connected.set()
             log.warning("reconnected to Redis; %d subscriptions restored",
                         len(self._patterns) + len(self._channels))
@@ -294,6 +355,43 @@ class RedisStackExchange(StackExchange):
         self._queue.append((channel, payload))
         self._wake.set()
 
+    def _expect_echoes(self, batch: list[tuple[str, bytes]], sign: int) -> None:
+        now = time.monotonic()
+        for key in batch:
+            if key[0] not in self._confirmed:
+                continue
+            entry = self._echoes.get(key)
+            if entry is None:
+                if sign > 0:
+                    self._echoes[key] = [1, now]
+            else:
+                entry[0] += sign
+                entry[1] = now
+                if entry[0] <= 0:
+                    del self._echoes[key]
+        if len(self._echoes) > 1024:  # forget echoes that never came back
+            for stale in [k for k, v in self._echoes.items() if now - v[1] > _ECHO_TTL]:
+                del self._echoes[stale]
+
+    async def _wait_settled(self, batch: list[tuple[str, bytes]]) -> None:
+        """Wait (one round trip at most) for the subscription changes of the batch."""
+        if not self._inflight:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                while any(channel in self._inflight for channel, _ in batch):
+                    self._settled.clear()
+                    await self._settled.wait()
+        except TimeoutError:
+            log.debug("Redis did not confirm a subscription in time")
+
+    async def _send_batch(self, batch: list[tuple[str, bytes]]) -> None:
+        assert self._pub is not None
+        async with self._pub.pipeline(transaction=False) as pipe:
+            for channel, payload in batch:
+                pipe.publish(channel, payload)
+            await pipe.execute()
+
     async def _publish_loop(self) -> None:
         delay = 0.05
         while True:
@@ -301,13 +399,21 @@ class RedisStackExchange(StackExchange):
             self._wake.clear()
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), 512))]
-                assert self._pub is not None
+                await self._wait_settled(batch)
+                # Expected before sending: the echo may be read before execute() returns.
+                expected = [key for key in batch if key[0] in self._confirmed]
+                self._expect_echoes(expected, +1)
                 try:
-                    async with self._pub.pipeline(transaction=False) as pipe:
-                        for channel, payload in batch:
-                            pipe.publish(channel, payload)
-                        await pipe.execute()
+                    try:
+                        await self._send_batch(batch)
+                    except (ConnectionError, OSError, RedisError):
+                        # A pooled connection may have died with a restarted
+                        # broker: one fresh attempt before counting a loss.
+                        assert self._pub is not None
+                        await self._pub.connection_pool.disconnect()
+                        await self._send_batch(batch)
                 except _ERRORS as exc:
+                    self._expect_echoes(expected, -1)
                     lost = len(batch) + len(self._queue)
                     self._queue.clear()
                     self.stats.publish_failed += lost
