@@ -254,7 +254,7 @@ class ServerConn(Conn):
         if server._ask_answer(msg):
             return True
         bus = server._bus
-        return bus is not None and bus.answer_forwarded(msg)
+        return bus is not None and bus.answer_forwarded(msg, self)
 
     # -- indexes -------------------------------------------------------------------
 

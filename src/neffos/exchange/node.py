@@ -87,8 +87,8 @@ class BusNode:
         self.sid_prefix = f"{SERVER_CONN_ID_PREFIX}{self.node_id}("
         self._ns_refs: dict[str, int] = {}
         self._id_refs: dict[str, int] = {}
-        #: ask tokens this node forwarded to its clients -> expiry time
-        self._forwarded: dict[str, float] = {}
+        #: ask tokens this node forwarded -> (expiry, the connections that got it)
+        self._forwarded: dict[str, tuple[float, set[ServerConn]]] = {}
         self._janitor: asyncio.Task[None] | None = None
         self._started = False
 
@@ -122,7 +122,7 @@ class BusNode:
         while True:
             await asyncio.sleep(_TTL / 4)
             now = time.monotonic()
-            for token, expiry in list(self._forwarded.items()):
+            for token, (expiry, _) in list(self._forwarded.items()):
                 if expiry < now:
                     del self._forwarded[token]
 
@@ -232,14 +232,21 @@ class BusNode:
                 link.asks.discard(channel)
                 link.exchange.unsubscribe_now(channel)
 
-    def answer_forwarded(self, msg: Message) -> bool:
-        """Publish a client's answer to a bus ask this node forwarded (§4.5)."""
+    def answer_forwarded(self, msg: Message, conn: ServerConn) -> bool:
+        """Publish ``conn``'s answer to a bus ask this node forwarded to it (§4.5).
+
+        Each connection that received the request answers once; anything else
+        with that token is an ordinary message.
+        """
         token = msg.wait
-        expiry = self._forwarded.get(token)
-        if expiry is None:
+        entry = self._forwarded.get(token)
+        if entry is None or conn not in entry[1]:
             return False
-        if expiry < time.monotonic():
+        expiry, conns = entry
+        conns.discard(conn)
+        if not conns:
             del self._forwarded[token]
+        if expiry < time.monotonic():
             return False
         payload = serialize(msg.copy(wait="", from_explicit="", set_binary=False))
         for link in self.links:
@@ -272,6 +279,7 @@ class BusNode:
             answer = parse(payload, False)
             if answer.is_invalid:
                 exchange.stats.malformed += 1
+                log.warning("dropped a malformed bus message on %r: %r", key, payload[:80])
                 return
             answer.wait = key
             server._ask_answer(answer)
@@ -294,24 +302,20 @@ class BusNode:
         if ex_sid.startswith(_EXCLUDE_ID_PREFIX) and ex_sid.endswith("))"):
             ex_id = ex_sid[len(_EXCLUDE_ID_PREFIX) : -2]
             ex_sid = ""
-        delivered = self._deliver(msg, route, ex_sid, ex_id)
-        if msg.wait and delivered:
-            self._forwarded[msg.wait] = time.monotonic() + _TTL
+        reached: set[ServerConn] = set()
+        self._deliver(msg, route, ex_sid, ex_id, reached)
+        if msg.wait and reached:
+            self._forwarded[msg.wait] = (time.monotonic() + _TTL, reached)
 
-    def _deliver(self, msg: Message, route: _Route, ex_sid: str, ex_id: str | None) -> int:
+    def _deliver(
+        self, msg: Message, route: _Route, ex_sid: str, ex_id: str | None, seen: set[ServerConn]
+    ) -> None:
         server = self.server
-        if route.conn_id is not None and route.namespace is None:
+        if route.namespace is not None:
+            server._deliver(msg, None, ex_id, msg.wait, ex_sid=ex_sid, node=self, seen=seen)
+        if route.conn_id is not None:
+            # An ID that equals a namespace name shares its channel (§10.5): the
+            # union is reached once, not each connection twice as Go does.
             msg.to = route.conn_id
-            return server._deliver(msg, None, ex_id, msg.wait, ex_sid=ex_sid, node=self)
-        if route.conn_id is None:
-            return server._deliver(msg, None, ex_id, msg.wait, ex_sid=ex_sid, node=self)
-        # An ID that equals a namespace name shares its channel (§10.5): reach the
-        # union once, not each connection twice as Go does.
-        seen: set[ServerConn] = set()
-        total = server._deliver(msg, None, ex_id, msg.wait, ex_sid=ex_sid, node=self, seen=seen)
-        msg.to = route.conn_id
-        total += server._deliver(
-            msg, None, ex_id, msg.wait, ex_sid=ex_sid, node=self, seen=seen
-        )
-        return total
+            server._deliver(msg, None, ex_id, msg.wait, ex_sid=ex_sid, node=self, seen=seen)
 

@@ -76,8 +76,6 @@ class RedisStackExchange(StackExchange):
             reach the broker again.
     """
 
-    echoes_own = True
-
     def __init__(
         self,
         address: str = "127.0.0.1:6379",
@@ -148,7 +146,6 @@ class RedisStackExchange(StackExchange):
             "socket_connect_timeout": self._timeout,
             "socket_timeout": None,
             "max_connections": self._pool_size,
-            "retry_on_timeout": False,
             # No hidden retries: a lost connection must surface here, so that it
             # is logged, counted and followed by a resubscription.
             "retry": Retry(NoBackoff(), 0),
