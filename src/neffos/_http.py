@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Protocol
 
 __all__ = ["Headers", "HttpFront", "Request", "apply_url_headers", "canonical_header_key"]
 
@@ -326,5 +326,3 @@ def plain_text(status: int, text: str, extra: list[tuple[str, str]] | None = Non
     ]
     return status, headers, (text + "\n").encode()
 
-
-Router = Callable[[Request], Any]

@@ -21,7 +21,7 @@ import logging
 import sys
 import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from collections.abc import Awaitable, Coroutine, Generator, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .encoding import marshal
@@ -602,29 +602,17 @@ class Conn:
         fn = ns.events.lookup(event)
         if fn is None:
             return
-        if fn.is_async:
-            self._start_task(self._call_async(ns, fn.fn, msg))
+        try:
+            result = fn.fn(ns, msg)  # an async handler only makes its coroutine here
+        except Exception as exc:
+            result = self._raised(exc, msg)
+        if result is None:
             return
-        try:
-            result = fn.fn(ns, msg)
-        except Exception as exc:
-            result = self._raised(exc, msg)
-        if result is not None:
-            cls = result.__class__
-            if cls is bytes or cls is str or not inspect.isawaitable(result):
-                self._answer(msg, result)
-            else:
-                self._start_task(self._await_result(result, msg))
-
-    async def _call_async(
-        self, ns: NSConn, fn: Callable[[NSConn, Message], Awaitable[Any]], msg: Message
-    ) -> None:
-        try:
-            result = await fn(ns, msg)
-        except Exception as exc:
-            result = self._raised(exc, msg)
-        if result is not None:
-            self._answer(msg, result)
+        cls = result.__class__
+        if cls is bytes or cls is str or not inspect.isawaitable(result):
+            self._answer(msg, result)  # also an exception raised by the call itself
+        else:
+            self._start_task(self._await_result(result, msg))
 
     async def _await_result(self, awaitable: Awaitable[Any], msg: Message) -> None:
         try:

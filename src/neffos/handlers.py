@@ -24,14 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .protocol import (
     ON_ANY_EVENT,
-    ON_NAMESPACE_CONNECT,
-    ON_NAMESPACE_CONNECTED,
-    ON_NAMESPACE_DISCONNECT,
     ON_NATIVE_MESSAGE,
-    ON_ROOM_JOIN,
-    ON_ROOM_JOINED,
-    ON_ROOM_LEAVE,
-    ON_ROOM_LEFT,
     SYSTEM_EVENTS,
 )
 
@@ -355,13 +348,13 @@ def _collect(handler: Any, out: dict[str, list[EventTable]], timeouts: list[floa
     if isinstance(handler, ConnHandler):
         for ns, table in handler.namespaces.items():
             out.setdefault(ns, []).append(table)
-        _max_timeouts(timeouts, handler.read_timeout, handler.write_timeout)
+        _merge_timeouts(timeouts, handler.read_timeout, handler.write_timeout)
     elif isinstance(handler, WithTimeout):
         _collect(handler.handler, out, timeouts)
-        _max_timeouts(timeouts, handler.read_timeout, handler.write_timeout)
+        _merge_timeouts(timeouts, handler.read_timeout, handler.write_timeout)
     elif isinstance(handler, _ObjectHandler):
         out.setdefault(handler.namespace, []).append(handler.table)
-        _max_timeouts(timeouts, handler.read_timeout, handler.write_timeout)
+        _merge_timeouts(timeouts, handler.read_timeout, handler.write_timeout)
     elif isinstance(handler, Mapping):
         values = list(handler.values())
         if isinstance(handler, Events) or (values and all(callable(v) for v in values)):
@@ -383,7 +376,7 @@ def _collect(handler: Any, out: dict[str, list[EventTable]], timeouts: list[floa
         raise TypeError(f"not a connection handler: {type(handler).__name__}")
 
 
-def _max_timeouts(timeouts: list[float], read: float, write: float) -> None:
+def _merge_timeouts(timeouts: list[float], read: float, write: float) -> None:
     if read:
         timeouts[0] = read if not timeouts[0] else min(timeouts[0], read)
     if write:
@@ -397,14 +390,3 @@ def join_conn_handlers(*handlers: Any) -> ConnHandler:
     """
     return ConnHandler.compile(list(handlers))
 
-
-# Names of the system events, re-exported for convenience of handler authors.
-SYSTEM_EVENT_NAMES = (
-    ON_NAMESPACE_CONNECT,
-    ON_NAMESPACE_CONNECTED,
-    ON_NAMESPACE_DISCONNECT,
-    ON_ROOM_JOIN,
-    ON_ROOM_JOINED,
-    ON_ROOM_LEAVE,
-    ON_ROOM_LEFT,
-)
