@@ -507,7 +507,6 @@ class Server:
         Raises:
             Exception: a stack exchange could not connect to its broker.
         """
-        self._start()
         if self._exchanges and self._bus is None and not self._closed:
             from .exchange.node import BusNode
 
@@ -518,6 +517,7 @@ class Server:
                 bus.add_id(conn.id)
                 for name in conn._namespaces:
                     bus.add_namespace(name)
+        self._start()
 
     def _start(self) -> None:
         interval = self._cfg.ping_interval
