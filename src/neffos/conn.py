@@ -37,7 +37,7 @@ from .errors import (
     WriteClosed,
     is_known_error,
 )
-from .handlers import ConnHandler, EventTable
+from .handlers import ConnHandler, EventTable, _Fn
 from .protocol import (
     ON_NAMESPACE_CONNECT,
     ON_NAMESPACE_CONNECTED,
@@ -586,22 +586,18 @@ class Conn:
         return False
 
     def _dispatch(self, msg: Message) -> None:
-        event = msg.event
-        if event in _SYSTEM_REQUESTS or (event == ON_ROOM_LEFT and self._is_leave_all_bug(msg)):
+        if self._is_system_request(msg):
             table = (
                 self.handler.namespaces.get(msg.namespace)
-                if event == ON_NAMESPACE_CONNECT
+                if msg.event == ON_NAMESPACE_CONNECT
                 else getattr(self._namespaces.get(msg.namespace), "events", None)
             )
             self._drive(self._system(msg), table is not None and table.has_async_system)
             return
-        ns = self._namespaces.get(msg.namespace)
-        if ns is None:
-            self._not_connected(msg)
+        target = self._handler_of(msg)
+        if target is None:
             return
-        fn = ns.events.lookup(event)
-        if fn is None:
-            return
+        ns, fn = target
         try:
             result = fn.fn(ns, msg)  # an async handler only makes its coroutine here
         except Exception as exc:
@@ -624,17 +620,13 @@ class Conn:
 
     async def _process(self, msg: Message) -> None:
         """The general (awaiting) form of :meth:`_dispatch`, used when draining."""
-        event = msg.event
-        if event in _SYSTEM_REQUESTS or (event == ON_ROOM_LEFT and self._is_leave_all_bug(msg)):
+        if self._is_system_request(msg):
             await self._system(msg)
             return
-        ns = self._namespaces.get(msg.namespace)
-        if ns is None:
-            self._not_connected(msg)
+        target = self._handler_of(msg)
+        if target is None:
             return
-        fn = ns.events.lookup(event)
-        if fn is None:
-            return
+        ns, fn = target
         try:
             result = fn.fn(ns, msg)
             if fn.is_async or inspect.isawaitable(result):
@@ -644,10 +636,22 @@ class Conn:
         if result is not None:
             self._answer(msg, result)
 
-    def _is_leave_all_bug(self, msg: Message) -> bool:
+    def _is_system_request(self, msg: Message) -> bool:
+        event = msg.event
         # neffos.js leaveAll() sends _OnRoomLeft with a token instead of
         # _OnRoomLeave (PROTOCOL.md §6.5): a server answers it as a leave.
-        return not self.is_client and bool(msg.wait)
+        return event in _SYSTEM_REQUESTS or (
+            event == ON_ROOM_LEFT and not self.is_client and bool(msg.wait)
+        )
+
+    def _handler_of(self, msg: Message) -> tuple[NSConn, _Fn] | None:
+        """The namespace connection and handler of a user event (§7.1, §7.3)."""
+        ns = self._namespaces.get(msg.namespace)
+        if ns is None:
+            self._not_connected(msg)
+            return None
+        fn = ns.events.lookup(msg.event)
+        return None if fn is None else (ns, fn)
 
     def _raised(self, exc: Exception, msg: Message) -> Exception:
         if not isinstance(exc, NeffosError) and not is_known_error(exc):

@@ -133,37 +133,38 @@ class BusNode:
     # -- interest (reference counted) ---------------------------------------------------
 
     def add_namespace(self, namespace: str) -> None:
-        count = self._ns_refs.get(namespace, 0)
-        self._ns_refs[namespace] = count + 1
-        if not count:
-            for link in self.links:
-                channel = link.exchange.namespace_channel(namespace)
-                self._route(link, channel, "namespace", namespace)
+        self._acquire(self._ns_refs, "namespace", namespace)
 
     def remove_namespace(self, namespace: str) -> None:
-        count = self._ns_refs.get(namespace, 0) - 1
-        if count > 0:
-            self._ns_refs[namespace] = count
-            return
-        self._ns_refs.pop(namespace, None)
-        for link in self.links:
-            self._unroute(link, link.exchange.namespace_channel(namespace), "namespace")
+        self._drop(self._ns_refs, "namespace", namespace)
 
     def add_id(self, conn_id: str) -> None:
-        count = self._id_refs.get(conn_id, 0)
-        self._id_refs[conn_id] = count + 1
-        if not count:
-            for link in self.links:
-                self._route(link, link.exchange.id_channel(conn_id), "conn_id", conn_id)
+        self._acquire(self._id_refs, "conn_id", conn_id)
 
     def remove_id(self, conn_id: str) -> None:
-        count = self._id_refs.get(conn_id, 0) - 1
+        self._drop(self._id_refs, "conn_id", conn_id)
+
+    def _channel(self, link: _Link, kind: str, name: str) -> str | None:
+        exchange = link.exchange
+        if kind == "namespace":
+            return exchange.namespace_channel(name)
+        return exchange.id_channel(name)
+
+    def _acquire(self, refs: dict[str, int], kind: str, name: str) -> None:
+        count = refs.get(name, 0)
+        refs[name] = count + 1
+        if not count:
+            for link in self.links:
+                self._route(link, self._channel(link, kind, name), kind, name)
+
+    def _drop(self, refs: dict[str, int], kind: str, name: str) -> None:
+        count = refs.get(name, 0) - 1
         if count > 0:
-            self._id_refs[conn_id] = count
+            refs[name] = count
             return
-        self._id_refs.pop(conn_id, None)
+        refs.pop(name, None)
         for link in self.links:
-            self._unroute(link, link.exchange.id_channel(conn_id), "conn_id")
+            self._unroute(link, self._channel(link, kind, name), kind)
 
     def _route(self, link: _Link, channel: str | None, kind: str, name: str) -> None:
         if channel is None:
