@@ -21,7 +21,9 @@ import math
 import os
 import pathlib
 import platform
+import subprocess
 import sys
+import tempfile
 from typing import Any
 
 HERE = pathlib.Path(__file__).parent
@@ -159,6 +161,19 @@ async def run_idle(target: str, opts: argparse.Namespace) -> dict[str, Any]:
         for gen in gens:
             await stop(gen)
         await stop(proc)
+
+
+def add_baseline(ref: str) -> None:
+    """Add the target ``baseline``: our server as of git ``ref`` (same run, same machine)."""
+    root = HERE.parent
+    out = pathlib.Path(tempfile.mkdtemp(prefix="neffos-baseline-"))
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", ref, "src"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    TARGETS["baseline"] = (
+        ["neffos", "--transport", "picows", "--src", str(out / "src")], "neffos"
+    )
 
 
 CROSS_TARGETS = ("one-node", "redis", "nats")
@@ -328,17 +343,37 @@ async def main() -> None:
     parser.add_argument("--latency-messages", type=int, default=400)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each scenario N times (interleaved), keep the median")
+    parser.add_argument("--baseline", default=None, metavar="GIT_REF",
+                        help="also run neffos (picows) as of GIT_REF, as target 'baseline'")
     opts = parser.parse_args()
+    if opts.baseline:
+        add_baseline(opts.baseline)
+        if "baseline" not in opts.targets.split(","):
+            opts.targets += ",baseline"
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for scenario in opts.scenarios.split(","):
         results[scenario] = {}
         targets = CROSS_TARGETS if scenario == "cross-node" else opts.targets.split(",")
-        for target in targets:
-            print(f"running {scenario} on {target}...", file=sys.stderr, flush=True)
-            try:
-                results[scenario][target] = await SCENARIOS[scenario](target, opts)
-            except Exception as exc:
-                print(f"  failed: {exc}", file=sys.stderr)
+        runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+        # Repetitions are interleaved (a, b, a, b...) so that a slow phase of the
+        # machine hits every target alike; the run with the median figure is kept.
+        for rep in range(opts.repeat):
+            for target in targets:
+                print(f"running {scenario} on {target} ({rep + 1}/{opts.repeat})...",
+                      file=sys.stderr, flush=True)
+                try:
+                    runs[target].append(await SCENARIOS[scenario](target, opts))
+                except Exception as exc:
+                    print(f"  failed: {exc}", file=sys.stderr)
+        key = HEADLINE[scenario][0]
+        for target, done in runs.items():
+            if done:
+                done.sort(key=lambda r: r[key])
+                results[scenario][target] = {
+                    **done[len(done) // 2], "runs": [r[key] for r in done],
+                }
         print(table(scenario, results[scenario]), flush=True)
     out = pathlib.Path(opts.out) if opts.out else HERE / "results" / (
         datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S.json")

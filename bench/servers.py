@@ -21,7 +21,12 @@ import os
 import sys
 from typing import Any
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+# ``--src DIR`` runs another checkout's neffos (``run.py --baseline REF``), so a
+# change and its baseline are measured in one run.
+_SRC = sys.argv[sys.argv.index("--src") + 1] if "--src" in sys.argv else os.path.join(
+    os.path.dirname(__file__), "..", "src"
+)
+sys.path.insert(0, _SRC)
 
 
 async def serve_neffos(args: argparse.Namespace) -> None:
@@ -120,6 +125,7 @@ def main() -> None:
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--exchange", choices=["redis", "nats"], default=None)
     parser.add_argument("--broker", default=None, help="redis host:port or nats URL")
+    parser.add_argument("--src", default=None, help="the src/ directory to import neffos from")
     args = parser.parse_args()
     coro = {"neffos": serve_neffos, "ceiling": serve_ceiling, "socketio": serve_socketio}[
         args.target
