@@ -186,7 +186,7 @@ async def run_cross_node(target: str, opts: argparse.Namespace) -> dict[str, Any
     on one server without any exchange.
     """
     sys.path.insert(0, str(HERE.parent / "tests"))
-    from brokers import Broker  # the same broker processes as the tests
+    from helpers.brokers import Broker  # the same broker processes as the tests
 
     broker = None
     procs: list[asyncio.subprocess.Process] = []

@@ -1,33 +1,21 @@
-"""Test harness: async tests without plugins, every transport, scaled timeouts.
+"""Test harness: async tests without plugins, and the transport fixtures.
 
 * ``async def test_...`` functions run in a fresh event loop, bounded by
-  ``TEST_TIMEOUT``.
+  ``TEST_TIMEOUT`` (and on uvloop with ``NEFFOS_TEST_LOOP=uvloop``).
 * The ``transport`` fixture runs a test once per transport: the in-memory pair
-  and every real WebSocket library (servers on 127.0.0.1, port 0).
-* Timeouts are multiples of ``UNIT`` (env ``NEFFOS_TEST_UNIT``, default 1 s) so
-  a slow machine can scale them; nothing synchronises with sleeps.
+  and every real WebSocket library (servers on 127.0.0.1, port 0);
+  ``net_transport`` only the real ones.
+
+Helpers that tests import live in the ``helpers`` package next to this file.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
-import os
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
-
-import neffos
-from neffos.client import ClientConn
-from neffos.server import Listener
-
-UNIT = float(os.environ.get("NEFFOS_TEST_UNIT", "1"))
-TEST_TIMEOUT = 60 * UNIT
-
-NETWORK_TRANSPORTS = ["picows", "websockets", "aiohttp"]
-ALL_TRANSPORTS = ["memory", *NETWORK_TRANSPORTS]
+from helpers import ALL_TRANSPORTS, NETWORK_TRANSPORTS, TEST_TIMEOUT, loop_factory
 
 
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
@@ -38,7 +26,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
             async with asyncio.timeout(TEST_TIMEOUT):
                 await pyfuncitem.obj(**args)
 
-        factory = _loop_factory()
+        factory = loop_factory()
         if factory is None:
             asyncio.run(run())
         else:
@@ -56,95 +44,3 @@ def transport(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(params=NETWORK_TRANSPORTS)
 def net_transport(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-class Env:
-    """Servers and clients of one test, all on one transport; closed at the end."""
-
-    def __init__(self, transport: str) -> None:
-        self.transport = transport
-        self.servers: list[neffos.Server] = []
-        self.listeners: dict[neffos.Server, Listener] = {}
-        self.clients: list[ClientConn] = []
-
-    async def server(self, handler: Any, **options: Any) -> neffos.Server:
-        options.setdefault("ping_interval", None)
-        server = neffos.Server(handler, **options)
-        self.servers.append(server)
-        if self.transport != "memory":
-            self.listeners[server] = await server.listen(
-                "127.0.0.1", 0, path="/echo", transport=self.transport
-            )
-        return server
-
-    def url(self, server: neffos.Server) -> str:
-        if self.transport == "memory":
-            return "memory://neffos/echo"
-        return self.listeners[server].url
-
-    async def dial(self, server: neffos.Server, handler: Any, **options: Any) -> ClientConn:
-        options.setdefault("timeout", 5 * UNIT)
-        options.setdefault("ping_interval", None)
-        if self.transport == "memory":
-            client = await neffos.testing.dial_memory(
-                server, handler, url=self.url(server), **options
-            )
-        else:
-            client = await neffos.dial(
-                self.url(server), handler, transport=self.transport, **options
-            )
-        self.clients.append(client)
-        return client
-
-    async def aclose(self) -> None:
-        for client in self.clients:
-            await client.aclose()
-        for server in self.servers:
-            listener = self.listeners.get(server)
-            if listener is not None:
-                await listener.close()
-            await server.close()
-
-
-@contextlib.asynccontextmanager
-async def environment(transport: str) -> AsyncIterator[Env]:
-    env = Env(transport)
-    try:
-        yield env
-    finally:
-        await env.aclose()
-
-
-class Recorder:
-    """Collects events from handlers and lets a test wait for them."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self._changed = asyncio.Event()
-
-    def add(self, item: Any) -> None:
-        self.items.append(item)
-        self._changed.set()
-
-    async def wait_for(self, predicate: Any, timeout: float = 5 * UNIT) -> list[Any]:
-        """Wait until ``predicate(items)`` is true; return the items."""
-        async with asyncio.timeout(timeout):
-            while not predicate(self.items):
-                self._changed.clear()
-                await self._changed.wait()
-        return self.items
-
-    async def wait_len(self, n: int, timeout: float = 5 * UNIT) -> list[Any]:
-        return await self.wait_for(lambda items: len(items) >= n, timeout)
-
-    def clear(self) -> None:
-        self.items.clear()
-
-
-def _loop_factory() -> object:
-    """``NEFFOS_TEST_LOOP=uvloop`` runs the whole suite on uvloop."""
-    if os.environ.get("NEFFOS_TEST_LOOP") == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop
-    return None

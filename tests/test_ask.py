@@ -6,10 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from conftest import UNIT, Recorder, environment
+from helpers import UNIT, Recorder, environment
 
 import neffos
-from neffos import Message
+from neffos import ON_NAMESPACE_CONNECTED, Message
 
 
 class NotWorkday(Exception):
@@ -232,3 +232,76 @@ async def test_server_conn_ask(transport: str) -> None:
         reply = await sns.ask("hi", "server", timeout=5 * UNIT)
         assert reply.body == b"hello server"
         assert reply.wait.isdigit()  # server tokens are digits (§4.2)
+
+
+@pytest.mark.parametrize("style", ["wait_for", "gather"])
+async def test_nested_asks_from_child_tasks(transport: str, style: str) -> None:
+    async def x(ns: neffos.NSConn, m: neffos.Message) -> bytes:
+        if style == "wait_for":
+            r = await asyncio.wait_for(ns.ask("y"), 5 * UNIT)
+        else:
+            (r,) = await asyncio.gather(ns.ask("y", timeout=5 * UNIT))
+        return b"x<" + r.body
+
+    async def y(ns: neffos.NSConn, m: neffos.Message) -> bytes:
+        r = await ns.ask("z", timeout=5 * UNIT)  # the server must process one more frame
+        return b"y<" + r.body
+
+    async with environment(transport) as env:
+        server = await env.server({"app": {"x": x, "z": lambda ns, m: b"z"}})
+        client = await env.dial(server, {"app": {"y": y}})
+        ns = await client.connect("app")
+        assert (await ns.ask("x", timeout=5 * UNIT)).body == b"x<y<z"
+
+
+async def test_local_connected_handler_can_ask_the_peer(transport: str) -> None:
+    out = Recorder()
+
+    async def history(ns: neffos.NSConn, m: neffos.Message) -> bytes:
+        r = await ns.ask("last_seen", timeout=5 * UNIT)  # the server asks back
+        return b"history since " + r.body
+
+    async def connected(ns: neffos.NSConn, m: neffos.Message) -> None:
+        out.add((await ns.ask("history", timeout=5 * UNIT)).body)
+
+    async with environment(transport) as env:
+        server = await env.server({"chat": {"history": history}})
+        client = await env.dial(server, {"chat": {
+            ON_NAMESPACE_CONNECTED: connected, "last_seen": lambda ns, m: b"yesterday",
+        }})
+        await client.connect("chat", timeout=5 * UNIT)
+        assert await out.wait_len(1) == [b"history since yesterday"]
+
+
+async def test_a_late_empty_reply_is_not_answered(transport: str) -> None:
+    gate = asyncio.Event()
+
+    async def slow_join(ns: neffos.NSConn, m: neffos.Message) -> None:
+        await gate.wait()
+
+    async with environment(transport) as env:
+        server = await env.server({"chat": {"ping": lambda ns, m: b"pong"}})
+        client = await env.dial(server, {"chat": {neffos.ON_ROOM_JOIN: slow_join}})
+        cns = await client.connect("chat")
+        (sconn,) = server.get_connections()
+        sent: list[bytes] = []
+        real = sconn.socket
+
+        class Tap:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def send(self, data: bytes, binary: bool) -> int:
+                sent.append(data)
+                return real.send(data, binary)
+
+        sconn.socket = Tap()  # type: ignore[assignment]
+        sns = sconn.namespace("chat")
+        assert sns is not None
+        with pytest.raises(neffos.AskTimeout):
+            await sns.join_room("r", timeout=0.05 * UNIT)
+        gate.set()  # now the client answers, too late
+        # Frames are processed in order: once "ping" is answered, a reply to the
+        # late empty reply would already have been sent.
+        assert (await cns.ask("ping", timeout=5 * UNIT)).body == b"pong"
+        assert [f for f in sent if b"bad namespace" in f] == []

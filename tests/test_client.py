@@ -6,10 +6,15 @@ import asyncio
 import socket
 
 import pytest
-from conftest import UNIT, Recorder, environment
+from helpers import UNIT, Recorder, environment
 
 import neffos
-from neffos import ON_NAMESPACE_CONNECTED, ON_NAMESPACE_DISCONNECT, ON_ROOM_JOINED
+from neffos import (
+    ON_NAMESPACE_CONNECT,
+    ON_NAMESPACE_CONNECTED,
+    ON_NAMESPACE_DISCONNECT,
+    ON_ROOM_JOINED,
+)
 
 FAST = neffos.Reconnect(initial_delay=0.01 * UNIT, max_delay=0.05 * UNIT)
 
@@ -148,3 +153,83 @@ def test_reconnect_delays() -> None:
     assert [policy.delay(n) for n in range(1, 6)] == [1, 2, 4, 8, 8]
     jittery = neffos.Reconnect(initial_delay=1, jitter=0.5)
     assert all(0.5 <= jittery.delay(1) <= 1.5 for _ in range(100))
+
+
+async def test_restore_survives_a_second_drop(transport: str) -> None:
+    gate = asyncio.Event()
+    restoring = Recorder()
+    connected = Recorder()
+
+    async def slow_b(ns: neffos.NSConn, m: neffos.Message) -> None:
+        if ns.conn.was_reconnected:
+            restoring.add(ns.conn)
+            await gate.wait()
+
+    policy = neffos.Reconnect(initial_delay=0.01 * UNIT, max_delay=0.02 * UNIT, jitter=0)
+    async with environment(transport) as env:
+        server = await env.server({"a": {}, "b": {ON_NAMESPACE_CONNECT: slow_b}, "c": {}})
+        handler = {n: {ON_NAMESPACE_CONNECTED: lambda ns, m: connected.add(ns.namespace)}
+                   for n in "abc"}
+        client = await env.dial(server, handler, reconnect=policy)
+        for name in "abc":
+            await client.connect(name)
+        connected.clear()
+        (first,) = server.get_connections()
+        first.close()  # drop 1
+        (second,) = await restoring.wait_len(1)  # "a" is back, "b" is being restored
+        second.close()  # drop 2, in the middle of the restoration
+        gate.set()
+        await connected.wait_for(lambda items: {"a", "b", "c"} <= set(items[1:]))
+        assert sorted(client.namespaces) == ["a", "b", "c"] and client.is_connected
+
+
+async def _freezing_proxy(target_port: int, frozen: asyncio.Event) -> asyncio.Server:
+    """A TCP relay that stops moving bytes (without closing) while ``frozen`` is set."""
+    thawed = asyncio.Event()
+    thawed.set()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                if frozen.is_set():
+                    continue  # dropped, like packets on a dead path
+                writer.write(data)
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        sr, sw = await asyncio.open_connection("127.0.0.1", target_port)
+        await asyncio.gather(pipe(cr, sw), pipe(sr, cw))
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("transport_name", ["picows", "websockets"])
+async def test_client_reconnects_after_a_ping_timeout(transport_name: str) -> None:
+    lost = Recorder()
+    back = Recorder()
+    frozen = asyncio.Event()
+    async with environment(transport_name) as env:
+        server = await env.server({"chat": {}})
+        proxy = await _freezing_proxy(env.listeners[server].port, frozen)
+        url = f"ws://127.0.0.1:{proxy.sockets[0].getsockname()[1]}/echo"
+        client = await neffos.dial(
+            url,
+            {"chat": {
+                ON_NAMESPACE_DISCONNECT: lambda ns, m: lost.add(m.is_forced),
+                ON_NAMESPACE_CONNECTED: lambda ns, m: back.add(ns.conn.was_reconnected),
+            }},
+            transport=transport_name,
+            ping_interval=0.05 * UNIT,
+            reconnect=neffos.Reconnect(initial_delay=0.01 * UNIT, max_delay=0.05 * UNIT),
+        )
+        env.clients.append(client)
+        await client.connect("chat")
+        frozen.set()  # a half-open path: nothing flows, nothing closes
+        assert await lost.wait_len(1) == [True]  # the ping timed out
+        frozen.clear()
+        await back.wait_len(2)
+        assert back.items == [False, True] and not client.is_closed
+        proxy.close()

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 import pytest
-from conftest import UNIT, Recorder, environment
+from helpers import UNIT, Recorder, environment
 
 import neffos
 from neffos import ON_ANY_EVENT, ON_NATIVE_MESSAGE, Message

@@ -1,6 +1,6 @@
 """examples/scale_out/, run as its README says: one broker, two servers, a client on each.
 
-The broker is a real redis-server / nats-server (tests/brokers.py); the servers
+The broker is a real redis-server / nats-server (tests/helpers/brokers.py); the servers
 and clients are the example scripts, driven through stdin/stdout like
 tests/test_examples.py. Nothing sleeps: a server subscribes to the bus in the
 background, so the first line is typed again (with a new number) until it has
@@ -12,9 +12,9 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from brokers import running
-from conftest import UNIT
-from test_examples import Program, Programs, programs
+from helpers import UNIT
+from helpers.brokers import running
+from helpers.programs import Program, Programs, programs
 
 pytestmark = pytest.mark.broker
 
@@ -87,7 +87,7 @@ async def test_two_servers_one_bus(kind: str) -> None:
 
 
 async def test_server_without_broker_fails_cleanly() -> None:
-    from brokers import free_port
+    from helpers.brokers import free_port
 
     async with programs() as run:
         server = await run.start(

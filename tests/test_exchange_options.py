@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from brokers import free_port, running
-from conftest import UNIT, Recorder
+from helpers import UNIT, Recorder
+from helpers.brokers import free_port, running
 
 import neffos
 from neffos.exchange.nats import NatsStackExchange

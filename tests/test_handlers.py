@@ -7,7 +7,7 @@ import dataclasses
 import json
 
 import pytest
-from conftest import UNIT, Recorder, environment
+from helpers import UNIT, Recorder, environment
 
 import neffos
 from neffos import ConnHandler, Message
@@ -250,6 +250,17 @@ def test_public_api() -> None:
     with pytest.raises(TypeError):
         neffos.register_known_error(ValueError)  # a class needs resolve_error
     with pytest.raises(ValueError):
-        neffos.server.load_transport("carrier-pigeon")
+        neffos.transports.load("carrier-pigeon")
 
 
+async def test_a_result_that_cannot_be_encoded_keeps_the_connection(transport: str) -> None:
+    async with environment(transport) as env:
+        server = await env.server(
+            {"chat": {"bad": lambda ns, m: object(), "ok": lambda ns, m: b"ok"}}
+        )
+        client = await env.dial(server, {"chat": {}})
+        ns = await client.connect("chat")
+        with pytest.raises(neffos.RemoteError, match="cannot encode the reply"):
+            await ns.ask("bad", timeout=5 * UNIT)
+        ns.emit("bad")  # a plain emit too: nothing may escape into the transport
+        assert (await ns.ask("ok", timeout=5 * UNIT)).body == b"ok"

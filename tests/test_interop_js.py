@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import UNIT, Recorder
+from helpers import UNIT, Recorder
 
 import neffos
 from neffos import (

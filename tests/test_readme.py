@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from conftest import UNIT
+from helpers import UNIT
 
 README = pathlib.Path(__file__).parent.parent / "README.md"
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from conftest import Recorder, environment
-from test_namespaces import of, recording
+from helpers import UNIT, Recorder, environment
+from helpers.events import of, recording
 
 import neffos
 from neffos import ON_ROOM_JOIN, ON_ROOM_JOINED, ON_ROOM_LEAVE, ON_ROOM_LEFT
@@ -180,3 +182,26 @@ async def test_room_emit_and_membership_filter(transport: str) -> None:
         assert not room.emit("chat", "after leave")  # write check: room not joined (§7.4)
         ns.emit("chat", "no room")
         assert await got.wait_len(2) == [("r", b"in room"), ("", b"no room")]
+
+
+async def test_close_during_an_async_join_leaves_no_index_entry(transport: str) -> None:
+    gate = asyncio.Event()
+    entered = Recorder()
+
+    async def on_join(ns: neffos.NSConn, msg: neffos.Message) -> None:
+        entered.add(ns.conn)
+        await gate.wait()
+
+    async with environment(transport) as env:
+        server = await env.server({"chat": {neffos.ON_ROOM_JOIN: on_join}})
+        client = await env.dial(server, {"chat": {}})
+        ns = await client.connect("chat")
+        join = asyncio.ensure_future(ns.join_room("r1"))
+        (sconn,) = await entered.wait_len(1)
+        await client.aclose()
+        await asyncio.wait_for(sconn.wait_closed(), 5 * UNIT)
+        gate.set()
+        with pytest.raises(neffos.ConnectionClosed):
+            await join
+        assert server.get_total_connections() == 0
+        assert server._registry.is_empty()

@@ -1,7 +1,7 @@
 """Scale-out over a real Redis or NATS, with the nodes in processes of their own.
 
-Every multi-node test starts a broker (tests/brokers.py) and two node processes
-(tests/node_proc.py); the clients live in the test process and dial the nodes
+Every multi-node test starts a broker (tests/helpers/brokers.py) and two node processes
+(tests/helpers/node_proc.py); the clients live in the test process and dial the nodes
 over real sockets. A raw subscriber on the broker (``Tap``) sees every payload
 the nodes publish, and publishes Go-shaped or malformed payloads itself.
 
@@ -29,16 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brokers import Broker, running
-from conftest import UNIT, Recorder
-from raw import RawPeer
+from helpers import UNIT, Recorder
+from helpers.brokers import Broker, running
+from helpers.raw import RawPeer
 
 import neffos
 
 pytestmark = pytest.mark.broker
 
 HERE = Path(__file__).resolve().parent
-NODE = HERE / "node_proc.py"
+NODE = HERE / "helpers" / "node_proc.py"
 VECTORS = {v["name"]: v for v in json.loads((HERE / "protocol-vectors.json").read_text())}
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
 WAIT = 10 * UNIT  # one step: a process starting, a message crossing the bus, a reconnect
@@ -69,7 +69,7 @@ def vector_channel(kind: str, vector: dict[str, Any]) -> str:
 
 
 class Node:
-    """A tests/node_proc.py process: JSON commands in, answers and log lines out."""
+    """A tests/helpers/node_proc.py process: JSON commands in, answers and log lines out."""
 
     def __init__(self, name: str, proc: asyncio.subprocess.Process) -> None:
         self.name = name

@@ -8,8 +8,8 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import UNIT, Recorder, environment
-from raw import RawPeer
+from helpers import UNIT, Recorder, environment
+from helpers.raw import RawPeer
 
 import neffos
 from neffos import Message

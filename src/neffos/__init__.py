@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._http import Headers, Request
 from .client import Reconnect, dial
-from .conn import Conn, NSConn, Room
+from .conn import Conn, Exclude, NSConn, Room, exclude
 from .encoding import marshal, unmarshal
 from .errors import (
     AskTimeout,
@@ -41,6 +41,7 @@ from .handlers import (
     join_conn_handlers,
     with_timeout,
 )
+from .listener import Listener
 from .protocol import (
     ON_ANY_EVENT,
     ON_NAMESPACE_CONNECT,
@@ -54,7 +55,7 @@ from .protocol import (
     Message,
     is_system_event,
 )
-from .server import Exclude, Listener, Server, UpgradeError, exclude, serve
+from .server import Server, UpgradeError, serve
 
 if TYPE_CHECKING:
     from . import testing

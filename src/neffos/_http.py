@@ -12,11 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
-__all__ = ["Headers", "HttpFront", "Request", "apply_url_headers", "canonical_header_key"]
+__all__ = [
+    "Headers",
+    "HttpAnswer",
+    "HttpFront",
+    "Request",
+    "Router",
+    "Upgrade",
+    "apply_url_headers",
+    "canonical_header_key",
+]
 
 log = logging.getLogger("neffos.server")
 
@@ -205,15 +214,28 @@ def reconnect_tries(request: Request) -> int:
 # -- the front protocol -------------------------------------------------------
 
 
-class Endpoint(Protocol):
-    """What :class:`HttpFront` needs from a listener."""
+#: an HTTP answer instead of an upgrade: status, headers, body
+HttpAnswer: TypeAlias = tuple[int, list[tuple[str, str]], bytes]
+#: hands a TCP connection whose request head was read over to a WebSocket library
+Upgrade: TypeAlias = Callable[[asyncio.Transport, bytes, Request], None]
 
-    path: str | None
-    handshake_timeout: float
 
-    def route(self, request: Request) -> tuple[int, list[tuple[str, str]], bytes] | None: ...
+class Router(Protocol):
+    """What :class:`HttpFront` needs from an endpoint."""
 
-    def upgrade(self, transport: asyncio.Transport, head: bytes, request: Request) -> None: ...
+    @property
+    def path(self) -> str | None:
+        """The URL path of the endpoint (``None``: every path)."""
+        ...
+
+    @property
+    def handshake_timeout(self) -> float:
+        """Seconds a client has to send its request head (``0``: no limit)."""
+        ...
+
+    def route(self, request: Request) -> HttpAnswer | None:
+        """The answer to a request that is not to be upgraded, or ``None`` to upgrade it."""
+        ...
 
 
 def http_response(status: int, headers: list[tuple[str, str]], body: bytes) -> bytes:
@@ -228,10 +250,11 @@ def http_response(status: int, headers: list[tuple[str, str]], body: bytes) -> b
 class HttpFront(asyncio.Protocol):
     """Reads one HTTP request head, answers it or hands the connection over."""
 
-    __slots__ = ("_buffer", "_endpoint", "_timer", "_transport")
+    __slots__ = ("_buffer", "_endpoint", "_timer", "_transport", "_upgrade")
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Router, upgrade: Upgrade) -> None:
         self._endpoint = endpoint
+        self._upgrade = upgrade
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -280,7 +303,7 @@ class HttpFront(asyncio.Protocol):
         self._transport = None
         self._buffer = bytearray()
         try:
-            self._endpoint.upgrade(transport, head, request)
+            self._upgrade(transport, head, request)
         except Exception:
             log.exception("WebSocket upgrade of %r failed", request)
             transport.abort()
@@ -315,9 +338,7 @@ def _parse_head(head: bytes, transport: asyncio.BaseTransport) -> Request:
     return Request(method, target, headers, remote)
 
 
-def plain_text(status: int, text: str, extra: list[tuple[str, str]] | None = None) -> tuple[
-    int, list[tuple[str, str]], bytes
-]:
+def plain_text(status: int, text: str, extra: list[tuple[str, str]] | None = None) -> HttpAnswer:
     """A Go-like ``http.Error`` answer."""
     headers = [
         ("Content-Type", "text/plain; charset=utf-8"),

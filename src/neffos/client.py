@@ -7,35 +7,22 @@ import logging
 import random
 from collections.abc import Coroutine, Generator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from . import transports
 from ._http import RECONNECT_HEADER, Request
-from .conn import Config, Conn, NSConn
+from .config import Config, Tasks
+from .conn import NSConn
+from .dispatch import Dispatcher
 from .errors import ConnectionClosed, DialError, HandshakeRefused, NeffosError
-from .handlers import ConnHandler
+from .handlers import ConnHandler, HandlerSpec
 from .protocol import ACK_HELLO, TokenGenerator, parse_ack
-from .server import DEFAULT_TRANSPORT, load_transport
-from .transports.base import Receiver, Socket
+from .transports import Connector
+from .transports.base import Receiver
 
-__all__ = ["ClientConn", "Dialing", "Reconnect", "dial"]
+__all__ = ["ClientConn", "Connector", "Dialing", "Reconnect", "dial"]
 
 log = logging.getLogger("neffos.client")
-
-
-class Connector(Protocol):
-    """A transport's client side (a ``neffos.transports.*`` module or a testing helper)."""
-
-    NAME: str
-
-    async def connect(
-        self,
-        receiver: Receiver,
-        url: str,
-        headers: list[tuple[str, str]],
-        *,
-        timeout: float | None,
-        max_message_size: int,
-    ) -> Socket: ...
 
 
 @dataclass(frozen=True)
@@ -82,11 +69,12 @@ class _Offline:
         return None
 
 
-class ClientConn(Conn):
+class ClientConn(Dispatcher):
     """A client connection (returned by :func:`dial`)."""
 
     __slots__ = (
         "_ack_future",
+        "_acked",
         "_connector",
         "_dial_timeout",
         "_headers",
@@ -110,8 +98,10 @@ class ClientConn(Conn):
         dial_timeout: float | None,
         reconnect: Reconnect | None,
     ) -> None:
-        super().__init__(_Offline(), handler, cfg, TokenGenerator("$"))
+        super().__init__(_Offline(), handler, cfg, Tasks(), TokenGenerator("$"))
+        #: the server's URL
         self.url = url
+        self._acked = False  # "A" received on the current socket
         self._connector = connector
         self._headers = headers
         self._dial_timeout = dial_timeout
@@ -122,6 +112,10 @@ class ClientConn(Conn):
         self._sweeper: asyncio.Task[None] | None = None
         #: namespaces (and their rooms) to connect again after a reconnection
         self._targets: dict[str, tuple[NSConn, set[str]]] | None = None
+
+    @property
+    def is_acknowledged(self) -> bool:
+        return self._acked
 
     @property
     def is_connected(self) -> bool:
@@ -212,7 +206,7 @@ class ClientConn(Conn):
         while not self._closed:
             await asyncio.sleep(interval)
             if self._online and self._acked:
-                self._heartbeat()
+                self.heartbeat()
 
     def _send(self, data: bytes, binary: bool) -> bool:
         if not self._online:
@@ -243,7 +237,7 @@ class ClientConn(Conn):
         for name, (ns, rooms) in (self._targets or {}).items():
             targets.setdefault(name, (ns, set()))[1].update(rooms)
         self._targets = targets
-        self._fail_waiters()
+        self._abort_pending()
         old = self._reconnect_task
         if old is not None:
             old.cancel()
@@ -332,7 +326,7 @@ class ClientConn(Conn):
         if not self._online and not self._closed:
             # Offline (between reconnection attempts): nothing to send.
             self._closed = True
-            self._fail_waiters()
+            self._abort_pending()
             self._loop.call_soon(self._begin_close_sequence)
             return
         super().close(code, reason)
@@ -361,12 +355,12 @@ class Dialing:
 
 def dial(
     url: str,
-    handler: Any,
+    handler: HandlerSpec,
     *,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     timeout: float | None = 10.0,
     reconnect: Reconnect | bool | None = None,
-    transport: str | Connector = DEFAULT_TRANSPORT,
+    transport: str | Connector = transports.DEFAULT,
     max_message_size: int = 1 << 20,
     send_buffer: int = 1 << 20,
     max_pending_asks: int = 1024,
@@ -405,7 +399,7 @@ def dial(
 
 async def _dial(
     url: str,
-    handler: Any,
+    handler: HandlerSpec,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
     timeout: float | None,
     reconnect: Reconnect | bool | None,
@@ -417,7 +411,7 @@ async def _dial(
     ping_interval: float | None,
 ) -> ClientConn:
     compiled = ConnHandler.compile(handler)
-    connector: Connector = load_transport(transport) if isinstance(transport, str) else transport
+    connector = transports.load(transport) if isinstance(transport, str) else transport
     header_list = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
     cfg = Config(
         log=log,

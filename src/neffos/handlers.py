@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from .protocol import (
     ON_ANY_EVENT,
@@ -29,14 +29,17 @@ from .protocol import (
 )
 
 if TYPE_CHECKING:
-    from .conn import NSConn
     from .protocol import Message
 
 __all__ = [
     "ConnHandler",
     "EventHandler",
+    "EventTable",
     "Events",
+    "HandlerFn",
+    "HandlerSpec",
     "Namespaces",
+    "ObjectHandler",
     "WithTimeout",
     "event_prefix_matcher",
     "event_trim_prefix_matcher",
@@ -45,8 +48,17 @@ __all__ = [
     "with_timeout",
 ]
 
-EventHandler: TypeAlias = Callable[["NSConn", "Message"], Any]
+#: ``fn(ns, msg)``: ``ns`` is the :class:`neffos.NSConn` the event arrived on.
+#: (Typed ``Any`` here because this module sits below the engine: the engine
+#: consumes compiled handlers, and handlers never depend on the engine.)
+EventHandler: TypeAlias = Callable[[Any, "Message"], Any]
 EventMatcher: TypeAlias = Callable[[str], "str | None"]
+
+
+class BoundNamespace(Protocol):
+    """What a per-connection handler object is bound to (an ``NSConn``)."""
+
+    value: Any
 
 
 def _is_async(fn: Any) -> bool:
@@ -55,7 +67,7 @@ def _is_async(fn: Any) -> bool:
     )
 
 
-class _Fn:
+class HandlerFn:
     """A handler function and whether it must be awaited."""
 
     __slots__ = ("fn", "is_async")
@@ -73,18 +85,18 @@ class EventTable:
     __slots__ = ("any", "handlers", "has_async_system")
 
     def __init__(self, handlers: Mapping[str, EventHandler]) -> None:
-        self.handlers: dict[str, _Fn] = {name: _Fn(fn) for name, fn in handlers.items()}
-        self.any: _Fn | None = self.handlers.get(ON_ANY_EVENT)
+        self.handlers: dict[str, HandlerFn] = {name: HandlerFn(fn) for name, fn in handlers.items()}
+        self.any: HandlerFn | None = self.handlers.get(ON_ANY_EVENT)
         self.has_async_system = any(
             f.is_async for name, f in self.handlers.items() if name in _SYSTEM_OR_ANY
         )
 
-    def lookup(self, event: str) -> _Fn | None:
+    def lookup(self, event: str) -> HandlerFn | None:
         """The handler for ``event``: exact match, else ``_OnAnyEvent`` (§7.1)."""
         fn = self.handlers.get(event)
         return self.any if fn is None else fn
 
-    def bind(self, ns: NSConn) -> EventTable:
+    def bind(self, ns: BoundNamespace) -> EventTable:
         return self
 
     @property
@@ -106,7 +118,7 @@ class _ObjectTable(EventTable):
         # Compile once against the prototype to learn names and async-ness.
         super().__init__({ev: _adapt(getattr(prototype, m)) for ev, m in self._methods.items()})
 
-    def bind(self, ns: NSConn) -> EventTable:
+    def bind(self, ns: BoundNamespace) -> EventTable:
         instance = copy.copy(self._prototype)
         instance.conn = ns
         ns.value = instance
@@ -117,12 +129,12 @@ def _adapt(method: Callable[[Message], Any]) -> EventHandler:
     """Turn a per-connection ``method(msg)`` into a ``fn(ns, msg)`` handler."""
     if _is_async(method):
 
-        async def call_async(ns: NSConn, msg: Message) -> Any:
+        async def call_async(ns: Any, msg: Message) -> Any:
             return await method(msg)
 
         return call_async
 
-    def call(ns: NSConn, msg: Message) -> Any:
+    def call(ns: Any, msg: Message) -> Any:
         return method(msg)
 
     return call
@@ -140,7 +152,7 @@ class _MergedTable(EventTable):
             merged.update({name: f.fn for name, f in part.handlers.items()})
         super().__init__(merged)
 
-    def bind(self, ns: NSConn) -> EventTable:
+    def bind(self, ns: BoundNamespace) -> EventTable:
         merged: dict[str, EventHandler] = {}
         for part in self._parts:
             merged.update({name: f.fn for name, f in part.bind(ns).handlers.items()})
@@ -231,7 +243,7 @@ def event_trim_prefix_matcher(prefix: str) -> EventMatcher:
     return match
 
 
-class _ObjectHandler:
+class ObjectHandler:
     """The result of :func:`from_object`."""
 
     __slots__ = ("namespace", "read_timeout", "table", "write_timeout")
@@ -252,7 +264,7 @@ def from_object(
     event_matcher: EventMatcher | None = None,
     read_timeout: float = 0,
     write_timeout: float = 0,
-) -> _ObjectHandler:
+) -> ObjectHandler:
     """Build a connection handler from an object's methods (Go's ``NewStruct``).
 
     * Public methods become events: named by ``event_matcher(method_name)`` (skip
@@ -295,7 +307,7 @@ def from_object(
         table: EventTable = _ObjectTable(obj, methods)
     else:
         table = EventTable({ev: getattr(obj, m) for ev, m in methods.items()})
-    return _ObjectHandler(table, namespace, read_timeout, write_timeout)
+    return ObjectHandler(table, namespace, read_timeout, write_timeout)
 
 
 # -- compilation ----------------------------------------------------------------
@@ -325,7 +337,7 @@ class ConnHandler:
         )
 
     @classmethod
-    def compile(cls, handler: Any) -> ConnHandler:
+    def compile(cls, handler: HandlerSpec) -> ConnHandler:
         """Normalise any accepted handler shape.
 
         Raises:
@@ -344,6 +356,12 @@ class ConnHandler:
         return cls(namespaces, timeouts[0], timeouts[1])
 
 
+#: Every accepted shape of a connection handler (see the module docstring).
+HandlerSpec: TypeAlias = (
+    "ConnHandler | WithTimeout | ObjectHandler | Mapping[str, Any] | Iterable[HandlerSpec]"
+)
+
+
 def _collect(handler: Any, out: dict[str, list[EventTable]], timeouts: list[float]) -> None:
     if isinstance(handler, ConnHandler):
         for ns, table in handler.namespaces.items():
@@ -352,7 +370,7 @@ def _collect(handler: Any, out: dict[str, list[EventTable]], timeouts: list[floa
     elif isinstance(handler, WithTimeout):
         _collect(handler.handler, out, timeouts)
         _merge_timeouts(timeouts, handler.read_timeout, handler.write_timeout)
-    elif isinstance(handler, _ObjectHandler):
+    elif isinstance(handler, ObjectHandler):
         out.setdefault(handler.namespace, []).append(handler.table)
         _merge_timeouts(timeouts, handler.read_timeout, handler.write_timeout)
     elif isinstance(handler, Mapping):
@@ -383,7 +401,7 @@ def _merge_timeouts(timeouts: list[float], read: float, write: float) -> None:
         timeouts[1] = write if not timeouts[1] else min(timeouts[1], write)
 
 
-def join_conn_handlers(*handlers: Any) -> ConnHandler:
+def join_conn_handlers(*handlers: HandlerSpec) -> ConnHandler:
     """Merge several connection handlers into one (Go's ``JoinConnHandlers``).
 
     Namespaces are merged; for an event defined twice, the later handler wins.

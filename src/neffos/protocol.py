@@ -35,8 +35,10 @@ __all__ = [
     "TokenGenerator",
     "ack_ok",
     "ack_refused",
+    "bus_token",
     "empty_reply",
     "escape",
+    "is_binary_frame",
     "is_system_event",
     "is_wait_on_client",
     "is_wait_on_server",
@@ -283,6 +285,23 @@ def empty_reply(wait: str) -> bytes:
     return wait.encode("utf-8", "surrogateescape") + _EMPTY_REPLY_SUFFIX
 
 
+def is_binary_frame(data: bytes, set_binary: bool) -> bool:
+    """Whether the frame ``data`` must be sent as a binary WebSocket message.
+
+    Binary when the sender asked for it, and also when the bytes are not valid
+    UTF-8: a text frame never carries invalid UTF-8 (PROTOCOL.md §1.8).
+    """
+    if set_binary:
+        return True
+    if data.isascii():
+        return False
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
 # -- decoding (§1.5) ----------------------------------------------------------
 
 
@@ -380,6 +399,11 @@ def is_wait_on_server(wait: str) -> bool:
 def is_wait_on_client(wait: str) -> bool:
     """Whether a client connection treats ``wait`` as a possible answer (§4.3)."""
     return bool(wait)
+
+
+def bus_token(token: str) -> str:
+    """Go's token for a ``Server.ask`` over a bus: the first byte plus 33 (§4.5)."""
+    return chr(ord(token[0]) + 33) + token[1:]
 
 
 class TokenGenerator:

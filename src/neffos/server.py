@@ -1,51 +1,43 @@
-"""The neffos server: connection registry, indexes, broadcast, ask, hooks, HTTP rules."""
+"""The neffos server: hooks, lifecycle, broadcast, ask, and the server side of a connection.
+
+Where the rest lives: the handshake of a server connection in
+:mod:`neffos.handshake`, the indexes and delivery in :mod:`neffos.registry`,
+server asks in :mod:`neffos.asks`, listening sockets in :mod:`neffos.listener`,
+the HTTP side in :mod:`neffos._http`, WebSocket libraries in
+:mod:`neffos.transports`, and the bus of scale-out in :mod:`neffos.exchange`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._http import (
-    Request,
-    apply_url_headers,
-    plain_text,
-    reconnect_tries,
-)
-from .conn import Config, Conn, NSConn, Room, _is_binary_frame, _with_timeout, _yield_current
-from .errors import ConnectionClosed, NeffosError
-from .exchange.node import bus_token
-from .handlers import ConnHandler
-from .protocol import (
-    ACK_HELLO,
-    ON_NAMESPACE_CONNECT,
-    ON_NAMESPACE_DISCONNECT,
-    ON_ROOM_JOIN,
-    ON_ROOM_LEFT,
-    Message,
-    TokenGenerator,
-    ack_ok,
-    ack_refused,
-    serialize,
-)
+from . import transports
+from ._http import HttpAnswer, Request, apply_url_headers, plain_text, reconnect_tries
+from .asks import ServerAsks, answer_within
+from .config import Config, Tasks
+from .conn import Conn, Exclusion, NSConn, Room
+from .errors import NeffosError
+from .handlers import ConnHandler, HandlerSpec
+from .handshake import OnConnect, ServerHandshake
+from .listener import Listener
+from .processing import hand_off
+from .protocol import Message, TokenGenerator, bus_token
+from .registry import Registry, exclusion
 
 if TYPE_CHECKING:
     from .exchange.base import StackExchange
     from .exchange.node import BusNode
-    from .transports.base import Socket
+    from .transports.base import Endpoint, Socket
 
-__all__ = ["Exclude", "Listener", "Server", "UpgradeError", "exclude", "serve"]
+__all__ = ["Server", "ServerConn", "UpgradeError", "serve"]
 
 log = logging.getLogger("neffos.server")
 
-DEFAULT_TRANSPORT = "picows"
-TRANSPORTS = ("picows", "websockets", "aiohttp")
-
-OnConnect = Callable[[Conn], Any]
 OnDisconnect = Callable[[Conn], Any]
 
 
@@ -67,219 +59,58 @@ class UpgradeError(NeffosError):
         return self.request is not None and self.request.method == "HEAD"
 
 
-class Exclude:
-    """Exclude every connection with this ID from a broadcast (see :func:`exclude`)."""
-
-    __slots__ = ("id",)
-
-    def __init__(self, conn_id: str) -> None:
-        self.id = conn_id
-
-    def __repr__(self) -> str:
-        return f"exclude({self.id!r})"
-
-
-def exclude(conn_id: str) -> Exclude:
-    """``server.broadcast(neffos.exclude("kim"), msg)`` skips every connection of ``kim``."""
-    return Exclude(conn_id)
-
-
 def _default_id(request: Request) -> str:
     return str(uuid.uuid4())
 
 
-class ServerConn(Conn):
+class ServerConn(ServerHandshake):
     """A server-side connection."""
 
-    __slots__ = (
-        "_ack_future",
-        "_handshake_timer",
-        "_hello",
-        "_ready",
-        "_refusal",
-        "_server",
-        "_started",
-    )
+    __slots__ = ("_server",)
 
     def __init__(self, server: Server, socket: Socket, conn_id: str) -> None:
-        super().__init__(socket, server.handler, server._cfg, server._tokens, conn_id)
+        super().__init__(
+            socket, server.handler, server._cfg, server._tasks, server._tokens, conn_id
+        )
         self._server = server
-        self._hello = False
-        self._ready = False
-        self._started = False
-        self._refusal: str | None = None
-        self._ack_future: asyncio.Future[None] | None = None
-        self._handshake_timer: asyncio.TimerHandle | None = None
 
     @property
     def server(self) -> Server:
         return self._server
 
-    # -- handshake (PROTOCOL.md §2) ----------------------------------------------
-
     def _open(self) -> None:
-        if self.handler.only_native:
-            # Native-only mode: no M/A exchange; "" is connected from the start.
-            self._acked = True
-            self._ready = True
-            table = self.handler.namespaces[""]
-            self._add_namespace(NSConn(self, "", table))
-            self._start_timeouts()
-        else:
-            self._preack = []
-            timeout = self._cfg.handshake_timeout
-            if timeout:
-                self._handshake_timer = self._loop.call_later(timeout, self._handshake_expired)
-        self._run_on_connect()
+        self._begin_handshake(self._server.on_connect)
 
-    def _handshake_expired(self) -> None:
-        self._handshake_timer = None
-        if not self._acked:
-            log.info("[%s] closing: no handshake within %ss", self.id, self._cfg.handshake_timeout)
-            self.close(1008, "handshake timeout")
+    # -- answers: asks of this connection, then the server's and the bus's -----------
 
-    def _run_on_connect(self) -> None:
-        hook = self._server.on_connect
-        if hook is None:
-            self._on_connect_done(None)
-            return
-        try:
-            result = hook(self)
-        except Exception as exc:
-            self._on_connect_done(exc)
-            return
-        if inspect.isawaitable(result):
-            task = self._loop.create_task(self._await_on_connect(result))
-            self._cfg.tasks.add(task)
-            task.add_done_callback(self._cfg.tasks.discard)
-        else:
-            self._on_connect_done(result if isinstance(result, BaseException) else None)
+    def _may_be_answer(self, wait: str) -> bool:
+        return wait[0] != "$"  # "$..." tokens are the client's own asks (§4.3)
 
-    async def _await_on_connect(self, awaitable: Awaitable[Any]) -> None:
-        try:
-            result = await awaitable
-        except Exception as exc:
-            result = exc
-        self._on_connect_done(result if isinstance(result, BaseException) else None)
-
-    def _on_connect_done(self, err: BaseException | None) -> None:
-        if self._closed:
-            return
-        if err is not None:
-            text = str(err) or type(err).__name__
-            if self._acked:
-                # on_connect already let the client in (it called connect()),
-                # so "H" cannot be sent any more: close instead of ignoring it.
-                log.warning("[%s] on_connect failed after the acknowledgement: %s", self.id, text)
-                self.close(1008, "refused")
-                return
-            log.info("[%s] refused by on_connect: %s", self.id, text)
-            self._refusal = text
-        else:
-            self._started = True
-        self._ready = True
-        self._maybe_ack()
-
-    def _feed_preack(self, data: bytes, binary: bool) -> None:
-        # Only "M" completes the handshake; a client cannot pick its own ID with
-        # an "A" frame (PROTOCOL.md §2.4, §13.2 #8).
-        if data == ACK_HELLO and not self._hello:
-            self._hello = True
-            self._maybe_ack()
-            return
-        queued = self._preack
-        assert queued is not None
-        if len(queued) >= self._cfg.max_queued_frames:
-            log.warning("[%s] closing: too many frames before the handshake", self.id)
-            self.close(1008, "handshake not completed")
-            return
-        queued.append((data, binary))
-
-    def _maybe_ack(self) -> None:
-        if self._acked or not self._hello or not self._ready or self._closed:
-            return
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
-        if self._refusal is not None:
-            # The answer to "M" is "H<text>", then the connection closes (§2.1).
-            self._preack = None
-            self._send(ack_refused(self._refusal), False)
-            self.close(1008, "refused")
-            return
-        queued = self._preack or []
-        self._preack = None
-        self._acked = True
-        self._send(ack_ok(self.id), False)
-        if self._ack_future is not None and not self._ack_future.done():
-            self._ack_future.set_result(None)
-        self._start_timeouts()
-        # Frames the client sent before "M" are handled only now, after "A".
-        for data, binary in queued:
-            self.feed(data, binary)
-
-    async def _before_request(self) -> None:
-        if self._acked:
-            return
-        if not self._ready:
-            # connect() inside on_connect: let the client in now, otherwise the
-            # request could never be answered.
-            self._ready = True
-            self._maybe_ack()
-            if self._acked:
-                return
-        if self._ack_future is None:
-            self._ack_future = self._loop.create_future()
-        await self._ack_future
-        if self._closed:
-            raise ConnectionClosed()
-
-    def _fail_waiters(self) -> None:
-        super()._fail_waiters()
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
-        fut = self._ack_future
-        if fut is not None and not fut.done():
-            fut.set_exception(ConnectionClosed())
-            fut.exception()
-
-    # -- routing of answers --------------------------------------------------------
-
-    def _is_wait(self, wait: str) -> bool:
-        return wait[0] != "$"
-
-    def _is_server_answer(self, msg: Message) -> bool:
+    def _resolve_other_answer(self, msg: Message) -> bool:
         server = self._server
-        if server._ask_answer(msg):
+        if server._asks.resolve(msg):
             return True
         bus = server._bus
         return bus is not None and bus.answer_forwarded(msg, self)
 
-    # -- indexes -------------------------------------------------------------------
+    # -- the server's indexes ------------------------------------------------------------
 
     def _ns_added(self, ns: NSConn) -> None:
-        server = self._server
-        _index_add(server._by_ns, ns.namespace, self)
-        if server._bus is not None:
-            server._bus.add_namespace(ns.namespace)
+        self._server._registry.namespace_added(self, ns.namespace)
 
     def _ns_removed(self, ns: NSConn) -> None:
-        server = self._server
-        _index_remove(server._by_ns, ns.namespace, self)
-        if server._bus is not None:
-            server._bus.remove_namespace(ns.namespace)
+        self._server._registry.namespace_removed(self, ns.namespace)
 
     def _room_added(self, ns: NSConn, room: Room) -> None:
-        _index_add(self._server._by_room, (ns.namespace, room.name), self)
+        self._server._registry.room_added(self, ns.namespace, room.name)
 
     def _room_removed(self, ns: NSConn, room: Room) -> None:
-        _index_remove(self._server._by_room, (ns.namespace, room.name), self)
+        self._server._registry.room_removed(self, ns.namespace, room.name)
 
     async def _after_close(self) -> None:
         server = self._server
         server._unregister(self)
-        if self._started or server.fire_disconnect_always:
+        if self._accepted or server.fire_disconnect_always:
             hook = server.on_disconnect
             if hook is not None:
                 try:
@@ -290,102 +121,28 @@ class ServerConn(Conn):
                     log.exception("[%s] on_disconnect failed", self.id)
 
 
-# An index maps a key to one connection, or to an insertion-ordered dict of them
-# when there are several: most IDs (and many rooms) have a single member, and a
-# dict per key would cost ~230 bytes per connection.
-Index = dict[Any, Any]
+class _PathEndpoint:
+    """The server's endpoint on one URL path (what transports serve)."""
 
+    __slots__ = ("_server", "path")
 
-def _index_add(index: Index, key: Any, conn: ServerConn) -> None:
-    bucket = index.get(key)
-    if bucket is None:
-        index[key] = conn
-    elif bucket.__class__ is ServerConn:
-        if bucket is not conn:
-            index[key] = {bucket: None, conn: None}
-    else:
-        bucket[conn] = None
-
-
-def _index_remove(index: Index, key: Any, conn: ServerConn) -> None:
-    bucket = index.get(key)
-    if bucket is None:
-        return
-    if bucket.__class__ is ServerConn:
-        if bucket is conn:
-            del index[key]
-    else:
-        bucket.pop(conn, None)
-        if len(bucket) == 1:
-            index[key] = next(iter(bucket))
-
-
-def _index_get(index: Index, key: Any) -> tuple[ServerConn, ...] | dict[ServerConn, None]:
-    bucket = index.get(key)
-    if bucket is None:
-        return ()
-    if bucket.__class__ is ServerConn:
-        return (bucket,)
-    return bucket  # type: ignore[no-any-return]
-
-
-class Listener:
-    """A listening socket of a server (from :meth:`Server.listen`)."""
-
-    def __init__(
-        self,
-        server: Server,
-        path: str | None,
-        transport_module: Any,
-        handshake_timeout: float,
-    ) -> None:
-        self.server = server
+    def __init__(self, server: Server, path: str | None) -> None:
+        self._server = server
         self.path = path
-        self.handshake_timeout = handshake_timeout
-        self._module = transport_module
-        self._aio_server: asyncio.Server | None = None
-        self.transport: str = transport_module.NAME
-
-    # Endpoint protocol (used by _http.HttpFront)
-    def route(self, request: Request) -> tuple[int, list[tuple[str, str]], bytes] | None:
-        return self.server._route(request, self.path)
-
-    def upgrade(self, transport: asyncio.Transport, head: bytes, request: Request) -> None:
-        self._module.upgrade(self, transport, head, request)
-
-    def _bound(self, aio_server: asyncio.Server) -> None:
-        self._aio_server = aio_server
-        address = aio_server.sockets[0].getsockname()
-        self.host: str = str(address[0])
-        #: the bound port (useful with ``port=0``)
-        self.port: int = int(address[1])
 
     @property
-    def sockets(self) -> tuple[Any, ...]:
-        return tuple(self._aio_server.sockets) if self._aio_server else ()
+    def handshake_timeout(self) -> float:
+        return self._server._cfg.handshake_timeout or 0.0
 
     @property
-    def url(self) -> str:
-        """``ws://host:port/path`` of this listener."""
-        host = self.host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"ws://{host}:{self.port}{self.path or '/'}"
+    def max_message_size(self) -> int:
+        return self._server._cfg.max_message_size
 
-    async def serve_forever(self) -> None:
-        """Wait until the listener is closed (or the task is cancelled)."""
-        aio_server = self._aio_server
-        if aio_server is not None:
-            await aio_server.serve_forever()
+    def route(self, request: Request) -> HttpAnswer | None:
+        return self._server._route(request, self.path)
 
-    async def close(self) -> None:
-        """Stop accepting connections (open connections are not closed)."""
-        if self._aio_server is not None:
-            self._aio_server.close()
-            await self._aio_server.wait_closed()
-            self._aio_server = None
-        if self in self.server._listeners:
-            self.server._listeners.remove(self)
+    def accept(self, socket: Socket) -> None:
+        self._server._accept(socket)
 
 
 class Server:
@@ -424,7 +181,7 @@ class Server:
 
     def __init__(
         self,
-        handler: Any,
+        handler: HandlerSpec,
         *,
         on_connect: OnConnect | None = None,
         on_disconnect: OnDisconnect | None = None,
@@ -438,7 +195,7 @@ class Server:
         handshake_timeout: float = 10.0,
         ping_interval: float | None = 20.0,
         allowed_origins: Iterable[str] | None = None,
-        transport: str = DEFAULT_TRANSPORT,
+        transport: str = transports.DEFAULT,
     ) -> None:
         self.handler = ConnHandler.compile(handler)
         self.on_connect = on_connect
@@ -457,18 +214,14 @@ class Server:
             ping_interval=ping_interval,
             max_queued_frames=max_queued_frames,
         )
-        self._tokens = TokenGenerator()
-        self._conns: dict[ServerConn, None] = {}
-        # id -> conns, namespace -> conns, (namespace, room) -> conns
-        self._by_id: Index = {}
-        self._by_ns: Index = {}
-        self._by_room: Index = {}
-        self._asks: dict[str, asyncio.Future[Message]] = {}
-        self._done_asks: dict[str, None] = {}
+        self._tasks = Tasks()  # every task of the server and its connections
+        self._tokens = TokenGenerator()  # wait tokens of server asks
+        self._registry = Registry()  # connections and their indexes
+        self._asks = ServerAsks()  # pending Server.ask calls
         self._listeners: list[Listener] = []
-        self._sweeper: asyncio.Task[None] | None = None
-        self._exchanges: list[StackExchange] = []
-        self._bus: BusNode | None = None
+        self._sweeper: asyncio.Task[None] | None = None  # the heartbeat sweep
+        self._exchanges: list[StackExchange] = []  # use_stack_exchange()
+        self._bus: BusNode | None = None  # made from the exchanges by start()
         self._closed = False
 
     @property
@@ -499,6 +252,11 @@ class Server:
     def stack_exchanges(self) -> list[StackExchange]:
         return list(self._exchanges)
 
+    @property
+    def bus_node(self) -> BusNode | None:
+        """The node that connects this server to its exchanges, once started."""
+        return self._bus
+
     async def start(self) -> None:
         """Start the heartbeat sweep and connect the stack exchanges (idempotent).
 
@@ -510,16 +268,17 @@ class Server:
         if self._exchanges and self._bus is None and not self._closed:
             from .exchange.node import BusNode
 
-            bus = BusNode(self, self._exchanges)
+            registry = self._registry
+            bus = BusNode(
+                self._exchanges, local=registry, answers=self._asks, handler=self.handler
+            )
             await bus.start()
             self._bus = bus
-            for conn in self._conns:  # connections accepted before the bus started
+            registry.interest = bus
+            for conn in registry:  # connections accepted before the bus started
                 bus.add_id(conn.id)
-                for name in conn._namespaces:
+                for name in conn.namespaces:
                     bus.add_namespace(name)
-        self._start()
-
-    def _start(self) -> None:
         interval = self._cfg.ping_interval
         if self._sweeper is None and interval and not self._closed:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep(interval))
@@ -527,9 +286,9 @@ class Server:
     async def _sweep(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            for conn in list(self._conns):
-                if conn._acked and not conn._closed:
-                    conn._heartbeat()
+            for conn in list(self._registry):
+                if conn.is_acknowledged and not conn.is_closed:
+                    conn.heartbeat()
 
     async def __aenter__(self) -> Server:
         await self.start()
@@ -539,6 +298,15 @@ class Server:
         for listener in list(self._listeners):
             await listener.close()
         await self.close()
+
+    def endpoint(self, path: str | None = None) -> Endpoint:
+        """The server's endpoint on the URL ``path`` (``None``: any path).
+
+        This is what transports serve: it applies the HTTP rules and accepts
+        WebSockets. :meth:`listen` uses it; so do :mod:`neffos.testing` and
+        adapters that plug a server into another HTTP server.
+        """
+        return _PathEndpoint(self, path)
 
     async def listen(
         self,
@@ -559,10 +327,12 @@ class Server:
             ImportError: the transport's library is not installed (the message
                 names the pip extra).
         """
-        module = load_transport(transport or self.transport)
-        listener = Listener(self, path, module, self._cfg.handshake_timeout or 0.0)
+        name = transport or self.transport
+        module = transports.load(name)
         await self.start()
-        listener._bound(await module.listen(listener, host, port, **options))
+        endpoint = self.endpoint(path)
+        aio_server = await module.listen(endpoint, host, port, **options)
+        listener = Listener(endpoint, name, aio_server, self._listeners.remove)
         self._listeners.append(listener)
         return listener
 
@@ -578,28 +348,19 @@ class Server:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        conns = list(self._conns)
+        conns = list(self._registry)
         for conn in conns:
             conn.close(1001, "server closing")
         if conns:
             await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
-        for fut in self._asks.values():
-            if not fut.done():
-                fut.set_exception(ConnectionClosed("server closed"))
-                fut.exception()
-        tasks = [t for t in self._cfg.tasks if not t.done()]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=5)
-            for task in pending:
-                task.cancel()
+        self._asks.fail_all("server closed")
+        await self._tasks.drain(timeout=5)
         if self._bus is not None:
             await self._bus.close()
 
     # -- HTTP side (PROTOCOL.md §3.1) ----------------------------------------------
 
-    def _route(
-        self, request: Request, path: str | None
-    ) -> tuple[int, list[tuple[str, str]], bytes] | None:
+    def _route(self, request: Request, path: str | None) -> HttpAnswer | None:
         if path is not None and request.path != path:
             return self._refuse(request, *plain_text(404, "404 page not found"))
         if self._closed:
@@ -619,75 +380,66 @@ class Server:
 
     def _refuse(
         self, request: Request, status: int, headers: list[tuple[str, str]], body: bytes
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    ) -> HttpAnswer:
         hook = self.on_upgrade_error
         if hook is not None:
             try:
                 result = hook(UpgradeError(status, body.decode().strip(), request))
                 if inspect.isawaitable(result):
-                    task = asyncio.ensure_future(result)
-                    self._cfg.tasks.add(task)
-                    task.add_done_callback(self._cfg.tasks.discard)
+                    self._tasks.spawn(_awaited(result))
             except Exception:
                 log.exception("on_upgrade_error failed")
         return status, headers, body
 
-    def _accept(self, socket: Socket) -> ServerConn | None:
-        """Called by a transport once the WebSocket is open."""
+    def _accept(self, socket: Socket) -> None:
+        """A transport opened a WebSocket on this server's endpoint."""
         request = socket.request
         assert request is not None
         if self._closed:
             socket.close(1001, "server closing")
-            return None
+            return
         try:
             conn_id = str(self.id_generator(request))
         except Exception:
             log.exception("id_generator failed")
             socket.close(1011, "internal error")
-            return None
+            return
         conn = ServerConn(self, socket, conn_id)
         conn.reconnect_tries = reconnect_tries(request)
-        self._conns[conn] = None
-        _index_add(self._by_id, conn_id, conn)
-        if self._bus is not None:
-            self._bus.add_id(conn_id)
+        self._registry.add(conn)
         conn._open()
-        return conn
 
     def _unregister(self, conn: ServerConn) -> None:
-        if self._conns.pop(conn, 0) is None:
-            _index_remove(self._by_id, conn.id, conn)
-            if self._bus is not None:
-                self._bus.remove_id(conn.id)
-        for ns in list(conn._namespaces.values()):  # normally gone already
+        self._registry.remove(conn)
+        for ns in list(conn.namespaces.values()):  # normally gone already
             conn._remove_namespace(ns)
 
     # -- queries -------------------------------------------------------------------
 
     def get_total_connections(self) -> int:
         """The number of open connections on this server."""
-        return len(self._conns)
+        return len(self._registry)
 
     def get_connections(self) -> list[Conn]:
         """A snapshot of the open connections."""
-        return list(self._conns)
+        return list(self._registry)
 
     def get_connections_by_namespace(self, namespace: str) -> list[NSConn]:
         """A snapshot of the connections connected to ``namespace``."""
         return [
             ns
-            for conn in _index_get(self._by_ns, namespace)
-            if (ns := conn._namespaces.get(namespace)) is not None
+            for conn in self._registry.in_namespace(namespace)
+            if (ns := conn.namespace(namespace)) is not None
         ]
 
     def get_connections_by_id(self, conn_id: str) -> list[Conn]:
         """Every open connection with this ID."""
-        return list(_index_get(self._by_id, conn_id))
+        return list(self._registry.with_id(conn_id))
 
     async def do(self, fn: Callable[[Conn], Any]) -> None:
         """Call ``fn(conn)`` for every connection (awaiting it when it is async)."""
         pending = []
-        for conn in list(self._conns):
+        for conn in list(self._registry):
             result = fn(conn)
             if inspect.isawaitable(result):
                 pending.append(result)
@@ -696,7 +448,7 @@ class Server:
 
     # -- broadcast (PROTOCOL.md §9) ------------------------------------------------
 
-    def broadcast(self, exclude: Any, *messages: Message) -> None:
+    def broadcast(self, exclude: Exclusion, *messages: Message) -> None:
         """Send messages to every connection they target.
 
         A message goes to the connections connected to ``msg.namespace``; with
@@ -709,71 +461,13 @@ class Server:
         and a message filtered out for a connection never hides the next ones
         (unlike Go, PROTOCOL.md §9.4).
         """
-        ex_conn, ex_id = _exclusion(exclude)
+        ex_conn, ex_id = exclusion(exclude)
+        deliver = self._registry.deliver
         bus = self._bus
         for msg in messages:
-            self._deliver(msg, ex_conn, ex_id, "")
+            deliver(msg, ex_conn, ex_id, "")
             if bus is not None:
                 bus.publish(msg, ex_conn, ex_id, "")
-
-    def _deliver(
-        self,
-        msg: Message,
-        ex_conn: Conn | None,
-        ex_id: str | None,
-        wait: str,
-        *,
-        ex_sid: str = "",
-        node: BusNode | None = None,
-        seen: set[ServerConn] | None = None,
-    ) -> int:
-        """Write ``msg`` to the local connections it targets; return how many.
-
-        ``ex_sid`` (a server-conn-id from the bus) excludes the connection it
-        names; ``seen`` skips, and collects, the connections already reached.
-        """
-        namespace = msg.namespace
-        event = msg.event
-        room = msg.room
-        check = False
-        targets: tuple[ServerConn, ...] | dict[ServerConn, None]
-        if msg.to:
-            targets = _index_get(self._by_id, msg.to)
-            check = True
-        elif event == ON_NAMESPACE_CONNECT or event == ON_NAMESPACE_DISCONNECT:
-            targets = self._conns
-        elif room and event != ON_ROOM_JOIN and event != ON_ROOM_LEFT:
-            targets = _index_get(self._by_room, (namespace, room))
-        else:
-            targets = _index_get(self._by_ns, namespace)
-        if not targets:
-            return 0
-        if msg.wait != wait or msg.from_explicit:
-            msg = msg.copy(wait=wait, from_explicit="")
-        data = serialize(msg)
-        binary = _is_binary_frame(data, msg.set_binary)
-        if ex_sid and node is not None and ex_sid.startswith(node.sid_prefix):
-            for conn in targets:
-                if node.server_conn_id(conn) == ex_sid:
-                    ex_conn = conn
-                    break
-        sent = 0
-        for conn in targets:
-            if (
-                conn is ex_conn
-                or conn._closed
-                or conn._preack is not None
-                or (ex_id is not None and conn.id == ex_id)
-                or (check and not conn._writable(msg))
-            ):
-                continue
-            if seen is not None:
-                if conn in seen:
-                    continue
-                seen.add(conn)
-            conn._send(data, binary)
-            sent += 1
-        return sent
 
     # -- server ask (PROTOCOL.md §4.7) -----------------------------------------------
 
@@ -796,61 +490,26 @@ class Server:
         token = self._tokens()
         if bus is not None:
             token = bus_token(token)  # Go's shape for asks over a bus (§4.5)
-        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._asks[token] = fut
+        fut = self._asks.open(token)
         try:
             if bus is not None:
                 await bus.watch_answers(token)
-            self._deliver(msg, None, None, token)
+            self._registry.deliver(msg, None, None, token)
             if bus is not None:
                 bus.publish(msg, None, None, token)
-            _yield_current()
-            reply: Message = await _with_timeout(fut, timeout)
+            hand_off()
+            reply: Message = await answer_within(fut, timeout)
         finally:
             if bus is not None:
                 bus.unwatch_answers(token)
-            self._asks.pop(token, None)
-            self._done_asks[token] = None
-            if len(self._done_asks) > 1024:
-                del self._done_asks[next(iter(self._done_asks))]
+            self._asks.finish(token)
         if reply.err is not None:
             raise reply.err
         return reply
 
-    def _ask_answer(self, msg: Message) -> bool:
-        fut = self._asks.get(msg.wait)
-        if fut is not None:
-            if not fut.done():
-                fut.set_result(msg)
-            return True
-        # A late or second answer of a finished ask is dropped (§13.2 #3).
-        return msg.wait in self._done_asks
 
-
-def _exclusion(exclude: Any) -> tuple[Conn | None, str | None]:
-    if exclude is None:
-        return None, None
-    if isinstance(exclude, Conn):
-        return exclude, None
-    if isinstance(exclude, NSConn):
-        return exclude.conn, None
-    if isinstance(exclude, Room):
-        return exclude.nsconn.conn, None
-    if isinstance(exclude, Exclude):
-        return None, exclude.id
-    raise TypeError(f"cannot exclude a {type(exclude).__name__}; use neffos.exclude(id)")
-
-
-def load_transport(name: str) -> Any:
-    """Import ``neffos.transports.<name>``.
-
-    Raises:
-        ValueError: unknown transport name.
-        ImportError: its library is missing (names the pip extra).
-    """
-    if name not in TRANSPORTS:
-        raise ValueError(f"unknown transport {name!r}; choose one of {', '.join(TRANSPORTS)}")
-    return importlib.import_module(f"neffos.transports.{name}")
+async def _awaited(awaitable: Any) -> None:
+    await awaitable
 
 
 async def serve(

@@ -14,9 +14,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ._http import Headers, Request, apply_url_headers
-from .client import ClientConn, Connector, Dialing, dial
+from .client import ClientConn, Dialing, dial
 from .errors import DialError
+from .handlers import HandlerSpec
 from .server import Server
+from .transports import Connector
 from .transports.base import Receiver, Socket
 from .transports.memory import MemorySocket, socket_pair
 
@@ -41,7 +43,8 @@ class _MemoryConnector:
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         server_request = Request("GET", target, Headers(headers), ("memory", 0))
-        answer = self.server._route(server_request, None)
+        endpoint = self.server.endpoint()
+        answer = endpoint.route(server_request)
         if answer is not None:
             raise DialError(f"cannot connect to {url}: HTTP {answer[0]}")
         apply_url_headers(server_request)
@@ -49,7 +52,7 @@ class _MemoryConnector:
         client_end, server_end = socket_pair(client_request, server_request)
         client_end.receiver = receiver
         await self.server.start()
-        self.server._accept(server_end)
+        endpoint.accept(server_end)
         return client_end
 
 
@@ -60,7 +63,7 @@ def memory_transport(server: Server) -> Connector:
 
 def dial_memory(
     server: Server,
-    handler: Any,
+    handler: HandlerSpec,
     *,
     url: str = "memory://neffos/",
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,

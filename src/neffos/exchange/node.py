@@ -26,15 +26,17 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Protocol
 
 from ..protocol import SERVER_CONN_ID_PREFIX, Message, parse, serialize
-from .base import StackExchange
+from .base import Deliver, StackExchange
 
 if TYPE_CHECKING:
-    from ..server import Server, ServerConn
+    from ..conn import Conn
+    from ..handlers import ConnHandler
 
-__all__ = ["BusNode", "bus_token", "exclude_id_marker"]
+__all__ = ["AnswerSink", "BusNode", "LocalDelivery", "exclude_id_marker"]
 
 log = logging.getLogger("neffos.exchange")
 
@@ -45,14 +47,40 @@ _EXCLUDE_ID_PREFIX = f"{SERVER_CONN_ID_PREFIX}{_ANY_NODE}("
 _TTL = 60.0
 
 
-def bus_token(token: str) -> str:
-    """Go's token for a ``Server.ask`` over a bus: the first byte plus 33 (§4.5)."""
-    return chr(ord(token[0]) + 33) + token[1:]
-
-
 def exclude_id_marker(conn_id: str) -> str:
     """The ``from_explicit`` value that excludes every connection with ``conn_id``."""
     return f"{_EXCLUDE_ID_PREFIX}{conn_id}))"
+
+
+class LocalDelivery(Protocol):
+    """Where a node delivers what it receives: the server's local connections."""
+
+    def deliver(
+        self,
+        msg: Message,
+        ex_conn: Conn | None,
+        ex_id: str | None,
+        wait: str,
+        seen: set[Conn] | None = None,
+    ) -> int:
+        """Write ``msg`` to its local targets (see :meth:`neffos.registry.Registry.deliver`)."""
+        ...
+
+    def with_id(self, conn_id: str) -> Collection[Conn]:
+        """The local connections with this ID."""
+        ...
+
+    def __contains__(self, conn: object) -> bool:
+        """Whether ``conn`` is a local connection."""
+        ...
+
+
+class AnswerSink(Protocol):
+    """Where the answers of the server's own asks go (the server's pending asks)."""
+
+    def resolve(self, msg: Message) -> bool:
+        """Deliver an answer; ``True`` if its token was the server's."""
+        ...
 
 
 class _Route:
@@ -77,10 +105,19 @@ class _Link:
 
 
 class BusNode:
-    """Connects a :class:`~neffos.Server` to its stack exchanges."""
+    """Connects a server's local connections to its stack exchanges."""
 
-    def __init__(self, server: Server, exchanges: list[StackExchange]) -> None:
-        self.server = server
+    def __init__(
+        self,
+        exchanges: list[StackExchange],
+        *,
+        local: LocalDelivery,
+        answers: AnswerSink,
+        handler: ConnHandler,
+    ) -> None:
+        self.local = local  # the server's connections (its Registry)
+        self.answers = answers  # the server's pending asks
+        self.handler = handler  # how frames are parsed (native messages)
         self.links = [_Link(e) for e in exchanges]
         #: this node's part of its connections' server-conn-ids
         self.node_id = str(uuid.uuid4())
@@ -88,7 +125,7 @@ class BusNode:
         self._ns_refs: dict[str, int] = {}
         self._id_refs: dict[str, int] = {}
         #: ask tokens this node forwarded -> (expiry, the connections that got it)
-        self._forwarded: dict[str, tuple[float, set[ServerConn]]] = {}
+        self._forwarded: dict[str, tuple[float, set[Conn]]] = {}
         self._janitor: asyncio.Task[None] | None = None
         self._started = False
 
@@ -126,9 +163,19 @@ class BusNode:
                 if expiry < now:
                     del self._forwarded[token]
 
-    def server_conn_id(self, conn: ServerConn) -> str:
+    def server_conn_id(self, conn: Conn) -> str:
         """Go's server-conn-id: ``neffos(0x<node>(<id>0x<address>))`` (§3.3)."""
         return f"{SERVER_CONN_ID_PREFIX}{self.node_id}({conn.id}{id(conn):#x}))"
+
+    def _local_conn(self, sid: str) -> Conn | None:
+        """The local connection a server-conn-id of this node names, if any."""
+        if not sid.startswith(self.sid_prefix) or not sid.endswith("))"):
+            return None
+        conn_id, _, address = sid[len(self.sid_prefix) : -2].rpartition("0x")
+        for conn in self.local.with_id(conn_id):
+            if f"{id(conn):x}" == address:
+                return conn
+        return None
 
     # -- interest (reference counted) ---------------------------------------------------
 
@@ -189,10 +236,10 @@ class BusNode:
     # -- publishing -----------------------------------------------------------------------
 
     def publish(
-        self, msg: Message, ex_conn: Any, ex_id: str | None, wait: str
+        self, msg: Message, ex_conn: Conn | None, ex_id: str | None, wait: str
     ) -> None:
         """Publish one broadcast message for the other nodes."""
-        if ex_conn is not None and getattr(ex_conn, "server", None) is self.server:
+        if ex_conn is not None and ex_conn in self.local:
             from_explicit = self.server_conn_id(ex_conn)
         elif ex_id is not None:
             from_explicit = exclude_id_marker(ex_id)
@@ -233,7 +280,7 @@ class BusNode:
                 link.asks.discard(channel)
                 link.exchange.unsubscribe_now(channel)
 
-    def answer_forwarded(self, msg: Message, conn: ServerConn) -> bool:
+    def answer_forwarded(self, msg: Message, conn: Conn) -> bool:
         """Publish ``conn``'s answer to a bus ask this node forwarded to it (§4.5).
 
         Each connection that received the request answers once; anything else
@@ -261,7 +308,7 @@ class BusNode:
 
     # -- receiving ------------------------------------------------------------------------
 
-    def _deliverer(self, index: int) -> Any:
+    def _deliverer(self, index: int) -> Deliver:
         link = self.links[index]
 
         def deliver(subscription: str, payload: bytes) -> None:
@@ -275,7 +322,6 @@ class BusNode:
     def _on_message(self, index: int, link: _Link, key: str, payload: bytes) -> None:
         exchange = link.exchange
         exchange.stats.received += 1
-        server = self.server
         if key in link.asks:
             answer = parse(payload, False)
             if answer.is_invalid:
@@ -283,12 +329,12 @@ class BusNode:
                 log.warning("dropped a malformed bus message on %r: %r", key, payload[:80])
                 return
             answer.wait = key
-            server._ask_answer(answer)
+            self.answers.resolve(answer)
             return
         route = link.routes.get(key)
         if route is None:
             return  # unsubscribed meanwhile
-        handler = server.handler
+        handler = self.handler
         msg = parse(
             payload, False, allow_native=handler.allow_native, only_native=handler.only_native
         )
@@ -303,20 +349,25 @@ class BusNode:
         if ex_sid.startswith(_EXCLUDE_ID_PREFIX) and ex_sid.endswith("))"):
             ex_id = ex_sid[len(_EXCLUDE_ID_PREFIX) : -2]
             ex_sid = ""
-        reached: set[ServerConn] = set()
-        self._deliver(msg, route, ex_sid, ex_id, reached)
+        reached: set[Conn] = set()
+        self._fan_in(msg, route, self._local_conn(ex_sid) if ex_sid else None, ex_id, reached)
         if msg.wait and reached:
             self._forwarded[msg.wait] = (time.monotonic() + _TTL, reached)
 
-    def _deliver(
-        self, msg: Message, route: _Route, ex_sid: str, ex_id: str | None, seen: set[ServerConn]
+    def _fan_in(
+        self,
+        msg: Message,
+        route: _Route,
+        ex_conn: Conn | None,
+        ex_id: str | None,
+        seen: set[Conn],
     ) -> None:
-        server = self.server
+        """Deliver a bus message to the local audience of the subscription it came on."""
+        local = self.local
         if route.namespace is not None:
-            server._deliver(msg, None, ex_id, msg.wait, ex_sid=ex_sid, node=self, seen=seen)
+            local.deliver(msg, ex_conn, ex_id, msg.wait, seen)
         if route.conn_id is not None:
             # An ID that equals a namespace name shares its channel (§10.5): the
             # union is reached once, not each connection twice as Go does.
             msg.to = route.conn_id
-            server._deliver(msg, None, ex_id, msg.wait, ex_sid=ex_sid, node=self, seen=seen)
-
+            local.deliver(msg, ex_conn, ex_id, msg.wait, seen)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 try:
     import aiohttp
@@ -22,10 +22,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .._http import Headers, Request
 from ..errors import DialError
-from .base import Receiver
-
-if TYPE_CHECKING:
-    from ..server import Listener
+from .base import Endpoint, Receiver
 
 NAME = "aiohttp"
 
@@ -114,42 +111,34 @@ class AiohttpSocket:
 # -- server ---------------------------------------------------------------------------
 
 
-async def listen(listener: Listener, host: str, port: int, **options: Any) -> asyncio.Server:
-    server = listener.server
-
+async def listen(endpoint: Endpoint, host: str, port: int, **options: Any) -> asyncio.Server:
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         remote = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
         neffos_request = Request(
             request.method, request.path_qs, Headers(list(request.headers.items())), remote
         )
-        answer = server._route(neffos_request, listener.path)
+        answer = endpoint.route(neffos_request)
         if answer is not None:
             status, headers, body = answer
             return web.Response(status=status, headers=headers, body=body)
         ws = web.WebSocketResponse(
             autoping=False,
             compress=False,
-            max_msg_size=server.max_message_size,
+            max_msg_size=endpoint.max_message_size,
             decode_text=False,
         )
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="not a WebSocket handshake\n")
         await ws.prepare(request)
         sock = AiohttpSocket(ws, neffos_request)
-        server._accept(sock)
+        endpoint.accept(sock)
         await sock.read_loop()
         return ws
 
     loop = asyncio.get_running_loop()
     factory = web.Server(handle, handler_cancellation=True)
     return await loop.create_server(factory, host, port, **options)
-
-
-def upgrade(
-    listener: Listener, transport: asyncio.Transport, head: bytes, request: Request
-) -> None:  # pragma: no cover - aiohttp serves its own HTTP
-    raise RuntimeError("the aiohttp transport does not use HttpFront")
 
 
 # -- client ---------------------------------------------------------------------------

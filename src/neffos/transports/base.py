@@ -1,20 +1,15 @@
-"""The small Socket interface between the neffos engine and a WebSocket library.
+"""The small interfaces between the neffos engine and a WebSocket library.
 
-A transport module provides
-
-* a :class:`Socket` subclass: ``send``, ``ping``, ``close`` and ``remote_address``;
-  it reports to its ``receiver`` (the connection) with ``feed(data, binary)``
-  for every data message, ``alive()`` for every pong, ``socket_closed(exc)``
-  once, and ``writing_paused()``/``writing_resumed()`` for flow control;
-* ``async def connect(receiver, url, headers, *, timeout, max_message_size)``
-  returning an open client Socket (raises :class:`neffos.DialError`);
-* ``async def listen(endpoint, host, port, **options)`` returning an
-  ``asyncio.Server`` whose connections go through :class:`neffos._http.HttpFront`
-  and are then upgraded by :meth:`Transport.upgrade`.
-
-Sends never block: the bytes go to the OS or to the library's buffer, and
-``send`` returns how many bytes are still waiting, so the engine can enforce its
-``send_buffer`` limit.
+* :class:`Socket` is one WebSocket connection as the engine uses it: ``send``,
+  ``ping``, ``close``. Sends never block: the bytes go to the OS or to the
+  library's buffer, and ``send`` returns how many bytes are still waiting, so
+  the engine can enforce its ``send_buffer`` limit.
+* :class:`Receiver` is what a socket reports to (a connection): every data
+  message, every pong, flow control, and the end of the socket, once.
+* :class:`Endpoint` is what the server side of a transport serves: it routes
+  HTTP requests (the rules of PROTOCOL.md §3) and accepts opened WebSockets.
+  Servers make endpoints (:meth:`neffos.Server.endpoint`); transports never
+  see the server itself.
 """
 
 from __future__ import annotations
@@ -22,22 +17,36 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Protocol
 
+from .._http import Router
+
 if TYPE_CHECKING:
     from .._http import Request
+
+__all__ = ["Endpoint", "Receiver", "Socket", "peer_of"]
 
 
 class Receiver(Protocol):
     """What a Socket reports to (a connection)."""
 
-    def feed(self, data: bytes, binary: bool) -> None: ...
+    def feed(self, data: bytes, binary: bool) -> None:
+        """One complete data message (``binary``: it came in a binary frame)."""
+        ...
 
-    def alive(self) -> None: ...
+    def alive(self) -> None:
+        """A pong arrived."""
+        ...
 
-    def socket_closed(self, exc: BaseException | None) -> None: ...
+    def socket_closed(self, exc: BaseException | None) -> None:
+        """The connection is gone (called once)."""
+        ...
 
-    def writing_paused(self) -> None: ...
+    def writing_paused(self) -> None:
+        """The socket's buffer passed its high-water mark."""
+        ...
 
-    def writing_resumed(self) -> None: ...
+    def writing_resumed(self) -> None:
+        """The socket's buffer drained below its low-water mark."""
+        ...
 
 
 class Socket(Protocol):
@@ -68,7 +77,21 @@ class Socket(Protocol):
         ...
 
 
+class Endpoint(Router, Protocol):
+    """A server endpoint, as the server side of a transport sees it."""
+
+    @property
+    def max_message_size(self) -> int:
+        """The largest data message to accept, in bytes."""
+        ...
+
+    def accept(self, socket: Socket) -> None:
+        """A WebSocket of this endpoint is open: make it a connection."""
+        ...
+
+
 def peer_of(transport: asyncio.BaseTransport | None) -> tuple[str, int] | None:
+    """The (host, port) of a connected asyncio transport, if it has one."""
     if transport is None:
         return None
     peer = transport.get_extra_info("peername")

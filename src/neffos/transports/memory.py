@@ -36,10 +36,10 @@ class MemorySocket:
             raise ConnectionResetError("memory socket is closed")
         peer = self.peer
         if peer is not None:
-            self._loop.call_soon(peer._deliver, bytes(data), binary)
+            self._loop.call_soon(peer._receive, bytes(data), binary)
         return 0
 
-    def _deliver(self, data: bytes, binary: bool) -> None:
+    def _receive(self, data: bytes, binary: bool) -> None:
         receiver = self.receiver
         if not self._closed and receiver is not None:
             receiver.feed(data, binary)

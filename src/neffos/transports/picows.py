@@ -30,12 +30,10 @@ except ImportError as exc:  # pragma: no cover - picows is a dependency
 
 from .._http import HttpFront, Request
 from ..errors import DialError
-from .base import Receiver, peer_of
+from .base import Endpoint, Receiver, peer_of
 
 if TYPE_CHECKING:
     from picows import WSFrame
-
-    from ..server import Listener
 
 NAME = "picows"
 
@@ -57,6 +55,7 @@ class PicowsSocket(WSListener):
 
     __slots__ = (
         "_buffered",
+        "_endpoint",
         "_frag",
         "_frag_binary",
         "_max_size",
@@ -64,15 +63,16 @@ class PicowsSocket(WSListener):
         "_ws",
         "receiver",
         "request",
-        "server",
     )
 
     transport_name = NAME
 
-    def __init__(self, request: Request | None, max_size: int, server: Any = None) -> None:
+    def __init__(
+        self, request: Request | None, max_size: int, endpoint: Endpoint | None = None
+    ) -> None:
         self.receiver: Receiver | None = None
         self.request = request
-        self.server = server
+        self._endpoint = endpoint  # server side: accepts the socket once it is open
         self._ws: WSTransport | None = None
         self._send: Any = None
         self._buffered: Any = None
@@ -87,14 +87,14 @@ class PicowsSocket(WSListener):
         # bound methods looked up once: send() is the hottest call of a server
         self._send = transport.send
         self._buffered = transport.underlying_transport.get_write_buffer_size
-        if self.server is not None:
+        if self._endpoint is not None:
             # picows keeps its own parsed copy of the handshake for the life of
             # the connection; neffos has the request already (self.request), so
             # drop picows' header maps (~700 bytes per connection).
             for message in (transport.request, transport.response):
                 with contextlib.suppress(AttributeError, TypeError):
                     message.headers = None  # type: ignore[assignment]
-            self.server._accept(self)
+            self._endpoint.accept(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
@@ -171,17 +171,20 @@ class PicowsSocket(WSListener):
 # -- server -------------------------------------------------------------------------
 
 
-async def listen(listener: Listener, host: str, port: int, **options: Any) -> asyncio.Server:
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: HttpFront(listener), host, port, **options)
+async def listen(endpoint: Endpoint, host: str, port: int, **options: Any) -> asyncio.Server:
+    def front() -> HttpFront:
+        return HttpFront(endpoint, lambda tcp, head, request: upgrade(endpoint, tcp, head, request))
+
+    return await asyncio.get_running_loop().create_server(front, host, port, **options)
 
 
 def upgrade(
-    listener: Listener, transport: asyncio.Transport, head: bytes, request: Request
+    endpoint: Endpoint, transport: asyncio.Transport, head: bytes, request: Request
 ) -> None:
-    server = listener.server
+    """Hand a TCP connection whose request head HttpFront read over to picows."""
     request.remote_address = peer_of(transport)
-    sock = PicowsSocket(request, server.max_message_size, server)
+    max_size = endpoint.max_message_size
+    sock = PicowsSocket(request, max_size, endpoint)
 
     def factory(_upgrade_request: Any) -> PicowsSocket:
         return sock
@@ -193,13 +196,13 @@ def upgrade(
         factory,
         _log,
         True,  # disconnect on exception
-        listener.handshake_timeout or None,
+        endpoint.handshake_timeout or None,
         False,  # picows' own auto-ping: neffos runs one sweep per server instead
         20.0,
         20.0,
         WSAutoPingStrategy.PING_WHEN_IDLE,
         True,  # answer pings
-        server.max_message_size,
+        max_size,
         None,
         _READ_BUFFER,
     )

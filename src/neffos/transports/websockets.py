@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 try:
     from websockets.client import ClientProtocol
@@ -26,10 +26,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .._http import Headers, HttpFront, Request
 from ..errors import DialError
-from .base import Receiver, peer_of
-
-if TYPE_CHECKING:
-    from ..server import Listener
+from .base import Endpoint, Receiver, peer_of
 
 NAME = "websockets"
 
@@ -51,7 +48,6 @@ class WebsocketsSocket(asyncio.Protocol):
         "_transport",
         "receiver",
         "request",
-        "server",
     )
 
     transport_name = NAME
@@ -60,12 +56,10 @@ class WebsocketsSocket(asyncio.Protocol):
         self,
         proto: ServerProtocol | ClientProtocol,
         request: Request | None,
-        server: Any = None,
         headers: list[tuple[str, str]] | None = None,
     ) -> None:
         self.receiver: Receiver | None = None
         self.request = request
-        self.server = server
         self._proto = proto
         self._transport: asyncio.Transport | None = None
         self._frag: list[bytes] | None = None
@@ -125,7 +119,7 @@ class WebsocketsSocket(asyncio.Protocol):
                 transport.write(chunk)
             else:  # end of stream: the protocol wants the TCP connection closed
                 transport.close()
-        if self._proto.close_expected() and self.server is not None:
+        if self._proto.close_expected() and isinstance(self._proto, ServerProtocol):
             transport.close()
 
     def _handle(self, events: list[Any]) -> None:
@@ -202,18 +196,20 @@ class WebsocketsSocket(asyncio.Protocol):
 # -- server ----------------------------------------------------------------------------
 
 
-async def listen(listener: Listener, host: str, port: int, **options: Any) -> asyncio.Server:
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: HttpFront(listener), host, port, **options)
+async def listen(endpoint: Endpoint, host: str, port: int, **options: Any) -> asyncio.Server:
+    def front() -> HttpFront:
+        return HttpFront(endpoint, lambda tcp, head, request: upgrade(endpoint, tcp, head, request))
+
+    return await asyncio.get_running_loop().create_server(front, host, port, **options)
 
 
 def upgrade(
-    listener: Listener, transport: asyncio.Transport, head: bytes, request: Request
+    endpoint: Endpoint, transport: asyncio.Transport, head: bytes, request: Request
 ) -> None:
-    server = listener.server
+    """Hand a TCP connection whose request head HttpFront read over to websockets."""
     request.remote_address = peer_of(transport)
-    proto = ServerProtocol(max_size=server.max_message_size)
-    sock = WebsocketsSocket(proto, request, server)
+    proto = ServerProtocol(max_size=endpoint.max_message_size)
+    sock = WebsocketsSocket(proto, request)
     transport.set_protocol(sock)
     sock.connection_made(transport)
     proto.receive_data(head)
@@ -229,7 +225,7 @@ def upgrade(
     if response.status_code != 101:
         transport.close()
         return
-    server._accept(sock)
+    endpoint.accept(sock)
 
 
 # -- client ----------------------------------------------------------------------------
@@ -249,7 +245,7 @@ async def connect(
         raise DialError(str(exc)) from exc
     target = uri.resource_name
     request = Request("GET", target, Headers(headers))
-    sock = WebsocketsSocket(ClientProtocol(uri, max_size=max_message_size), request, None, headers)
+    sock = WebsocketsSocket(ClientProtocol(uri, max_size=max_message_size), request, headers)
     loop = asyncio.get_running_loop()
     sock._handshake = loop.create_future()
     sock.receiver = receiver

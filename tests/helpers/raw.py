@@ -6,7 +6,8 @@ import asyncio
 from typing import Any
 
 import picows
-from conftest import UNIT
+
+from . import UNIT
 
 
 class _Listener(picows.WSListener):  # type: ignore[misc]

@@ -1,7 +1,7 @@
 """A neffos server node for the scale-out tests, run as a process of its own.
 
-    python tests/node_proc.py --broker redis --url 127.0.0.1:6379 --prefix MyChatApp
-    python tests/node_proc.py --broker nats --url nats://127.0.0.1:4222 --prefix neffos
+    python tests/helpers/node_proc.py --broker redis --url 127.0.0.1:6379 --prefix MyChatApp
+    python tests/helpers/node_proc.py --broker nats --url nats://127.0.0.1:4222 --prefix neffos
 
 It serves ``/echo`` on a free port (picows) with ``server.use_stack_exchange``,
 takes connection IDs from the ``X-Username`` header and knows two namespaces,
@@ -90,7 +90,7 @@ def make_exchange(args: argparse.Namespace) -> StackExchange:
 
 
 def stats_of(server: neffos.Server, exchange: StackExchange) -> dict[str, Any]:
-    bus = server._bus
+    bus = server.bus_node
     return {
         **dataclasses.asdict(exchange.stats),
         "total_connections": server.get_total_connections(),

@@ -1,0 +1,229 @@
+"""Request/response: a connection's asks, a server's asks, and their deadlines (PROTOCOL.md §4).
+
+An ask writes a frame with a fresh wait token and waits for the frame that
+echoes the token. The reader resolves that future the moment the answer arrives
+(:meth:`Asks._resolve_answer`), before any ordering, so a handler can ask
+without deadlocking. Every registration is removed in ``finally``; when the
+connection closes, every pending ask fails at once with
+:class:`~neffos.ConnectionClosed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar
+
+from .errors import AskTimeout, ConnectionClosed, TooManyPendingAsks, WriteClosed
+from .processing import OrderedProcessing, hand_off
+from .protocol import Message, TokenGenerator, is_binary_frame, serialize
+
+if TYPE_CHECKING:
+    from .config import Config
+
+__all__ = ["Asks", "ServerAsks", "answer_within"]
+
+_R = TypeVar("_R")
+
+#: how many finished Server.ask tokens are remembered, to drop their late answers
+_FINISHED_ASKS = 1024
+
+
+async def answer_within(fut: Awaitable[_R], timeout: float | None) -> _R:
+    """Await ``fut``; after ``timeout`` seconds raise :class:`~neffos.AskTimeout`.
+
+    An enclosing ``asyncio.timeout()`` that expires first raises its own
+    ``TimeoutError``, as usual.
+    """
+    if timeout is None:
+        return await fut
+    cm = asyncio.timeout(timeout)
+    try:
+        async with cm:
+            return await fut
+    except TimeoutError:
+        if cm.expired():
+            raise AskTimeout(f"no answer within {timeout}s") from None
+        raise
+
+
+class Asks(OrderedProcessing):
+    """A layer of :class:`~neffos.Conn`: asks and system requests sent to the peer."""
+
+    __slots__ = ("_holding", "_waiters")
+
+    if TYPE_CHECKING:
+        # provided by Conn
+        _cfg: Config
+        _loop: asyncio.AbstractEventLoop
+        _tokens: TokenGenerator
+
+        def can_write(self, msg: Message) -> bool: ...
+        def _send(self, data: bytes, binary: bool) -> bool: ...
+        def _check_open(self) -> None: ...
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiters: dict[str, asyncio.Future[Message]] | None = None  # pending, by token
+        self._holding: set[str] | None = None  # tokens whose answer holds processing
+
+    async def ask(self, msg: Message, *, timeout: float | None = None) -> Message:
+        """Send ``msg`` with a wait token and return the peer's answer.
+
+        Works from inside an event handler. Honours ``timeout=`` and any enclosing
+        ``asyncio.timeout()``.
+
+        Raises:
+            AskTimeout: no answer within ``timeout`` seconds.
+            WriteClosed: the message could not be written (closed connection,
+                namespace not connected, room not joined).
+            ConnectionClosed: the connection closed before the answer.
+            TooManyPendingAsks: ``max_pending_asks`` asks are already waiting.
+            Exception: the error the peer answered with (a registered known
+                error, or :class:`~neffos.RemoteError`).
+        """
+        self._check_open()
+        if not self.can_write(msg):
+            raise WriteClosed()
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = {}
+        if len(waiters) >= self._cfg.max_pending_asks:
+            raise TooManyPendingAsks(f"{len(waiters)} asks are already pending")
+        token = self._tokens()
+        fut: asyncio.Future[Message] = self._loop.create_future()
+        waiters[token] = fut
+        try:
+            data = serialize(msg.copy(wait=token, from_explicit=""))
+            if not self._send(data, is_binary_frame(data, msg.set_binary)):
+                raise WriteClosed()
+            hand_off()
+            reply = await fut if timeout is None else await answer_within(fut, timeout)
+        finally:
+            waiters.pop(token, None)
+        if reply.err is not None:
+            raise reply.err
+        return reply
+
+    async def _request(
+        self, request: Message, timeout: float | None, *, hold: bool = False
+    ) -> Message:
+        """Send a system request (connect/join/leave/disconnect) and return the answer.
+
+        With ``hold``, processing of the frames that follow the answer is held
+        from the moment it arrives: when this returns, the caller must apply the
+        answer and then call :meth:`_release` (in a ``finally``).
+
+        Raises:
+            ConnectionClosed: the request could not be written, or the
+                connection closed before the answer.
+            AskTimeout: no answer within ``timeout`` seconds.
+        """
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = {}
+        token = self._tokens()
+        fut: asyncio.Future[Message] = self._loop.create_future()
+        waiters[token] = fut
+        holding = None
+        if hold:
+            holding = self._holding
+            if holding is None:
+                holding = self._holding = set()
+            holding.add(token)
+        try:
+            data = serialize(request.copy(wait=token))
+            if not self._send(data, False):
+                raise ConnectionClosed()
+            hand_off()
+            return await answer_within(fut, timeout)
+        except BaseException:
+            if holding is not None and token not in holding:
+                self._release()  # answered (hold taken), then interrupted
+            raise
+        finally:
+            waiters.pop(token, None)
+            if holding is not None:
+                holding.discard(token)
+
+    def _resolve_answer(self, msg: Message) -> bool:
+        """Hand ``msg`` to the ask waiting for its token; ``False`` if it answers nothing."""
+        wait = msg.wait
+        if not self._may_be_answer(wait):
+            return False
+        waiters = self._waiters
+        if waiters:
+            fut = waiters.pop(wait, None)
+            if fut is not None and not fut.done():
+                holding = self._holding
+                if holding and wait in holding:
+                    holding.discard(wait)
+                    self._hold()
+                fut.set_result(msg)
+                return True
+        return self._resolve_other_answer(msg)
+
+    def _may_be_answer(self, wait: str) -> bool:
+        """Whether a frame with this token can answer an ask on this side (§4.3)."""
+        return True
+
+    def _resolve_other_answer(self, msg: Message) -> bool:
+        """Hook: answers to asks that are not this connection's (``Server.ask``, bus asks)."""
+        return False
+
+    def _fail_asks(self) -> None:
+        """Fail every pending ask with ConnectionClosed (the connection closed)."""
+        waiters, self._waiters = self._waiters, None
+        self._holding = None
+        if waiters:
+            for fut in waiters.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionClosed())
+                    fut.exception()  # retrieved: no "never retrieved" warning
+
+
+class ServerAsks:
+    """The pending asks of a server (``Server.ask``), by token.
+
+    Tokens of finished asks are remembered for a while (bounded), so that a late
+    or second answer is dropped instead of being dispatched as an event
+    (PROTOCOL.md §13.2 #3).
+    """
+
+    __slots__ = ("_finished", "_pending")
+
+    def __init__(self) -> None:
+        self._pending: dict[str, asyncio.Future[Message]] = {}
+        self._finished: dict[str, None] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def open(self, token: str) -> asyncio.Future[Message]:
+        """Register an ask; its answer will resolve the returned future."""
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[token] = fut
+        return fut
+
+    def finish(self, token: str) -> None:
+        """Forget an ask (answered, timed out or cancelled)."""
+        self._pending.pop(token, None)
+        self._finished[token] = None
+        if len(self._finished) > _FINISHED_ASKS:
+            del self._finished[next(iter(self._finished))]
+
+    def resolve(self, msg: Message) -> bool:
+        """Deliver an answer; ``True`` if ``msg.wait`` belongs to a server ask."""
+        fut = self._pending.get(msg.wait)
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(msg)
+            return True
+        return msg.wait in self._finished
+
+    def fail_all(self, text: str) -> None:
+        """Fail every pending ask with ConnectionClosed (the server closed)."""
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionClosed(text))
+                fut.exception()

@@ -1,0 +1,258 @@
+"""The server side of the neffos handshake (PROTOCOL.md §2).
+
+Two things must happen before a server answers a new connection: the client's
+``M`` frame arrives, and ``on_connect`` gives its verdict (accept or refuse).
+They come in either order. The answer is ``A<id>`` (then the frames the client
+sent before ``M`` are processed) or ``H<text>`` followed by a close. Only ``M``
+completes a handshake: a client cannot pick its ID with an ``A`` frame of its
+own (§2.4, §13.2 #8).
+
+``on_connect`` may also call ``conn.connect()`` before returning: that *admits*
+the client at once (``A`` goes out as soon as ``M`` is there), because the
+connect request could never be answered otherwise. If ``on_connect`` then
+fails, the connection is closed (Go would ignore the error).
+
+The states and what moves them are the table :data:`TRANSITIONS`; the
+per-frame check of the engine stays one ``is not None`` test (``_preack``).
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .conn import Conn, NSConn
+from .dispatch import Dispatcher
+from .errors import ConnectionClosed
+from .protocol import ACK_HELLO, TokenGenerator, ack_ok, ack_refused
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .config import Config, Tasks
+    from .handlers import ConnHandler
+    from .transports.base import Socket
+
+__all__ = ["TRANSITIONS", "Handshake", "OnConnect", "ServerHandshake"]
+
+#: ``fn(conn)``, plain or async: raise or return an exception to refuse
+OnConnect = Callable[[Conn], Any]
+
+
+class Handshake(enum.Enum):
+    """Where the handshake of a server connection stands."""
+
+    #: neither ``M`` nor the verdict of ``on_connect`` yet
+    WAITING = enum.auto()
+    #: ``M`` arrived; ``on_connect`` is still running
+    HELLO = enum.auto()
+    #: ``on_connect`` is still running but admitted the client; ``M`` not yet
+    ADMITTED = enum.auto()
+    #: ``on_connect`` accepted; ``M`` not yet
+    ACCEPTED = enum.auto()
+    #: ``on_connect`` refused; ``H`` goes out when ``M`` arrives
+    REFUSING = enum.auto()
+    #: ``A`` sent while ``on_connect`` is still running (it admitted the client)
+    ACKNOWLEDGED_EARLY = enum.auto()
+    #: ``A`` sent and ``on_connect`` accepted: the normal, final state
+    ACKNOWLEDGED = enum.auto()
+    #: ``H`` sent; the connection is closing
+    REFUSED = enum.auto()
+
+
+class Event(enum.Enum):
+    """What moves a handshake."""
+
+    HELLO = enum.auto()  # the client's M frame
+    ACCEPT = enum.auto()  # on_connect returned
+    REFUSE = enum.auto()  # on_connect raised or returned an exception
+    ADMIT = enum.auto()  # conn.connect() inside on_connect
+
+
+S = Handshake
+#: (state, event) -> next state; pairs that are missing leave the state as it is
+TRANSITIONS: dict[tuple[Handshake, Event], Handshake] = {
+    (S.WAITING, Event.HELLO): S.HELLO,
+    (S.WAITING, Event.ACCEPT): S.ACCEPTED,
+    (S.WAITING, Event.REFUSE): S.REFUSING,
+    (S.WAITING, Event.ADMIT): S.ADMITTED,
+    (S.HELLO, Event.ACCEPT): S.ACKNOWLEDGED,
+    (S.HELLO, Event.REFUSE): S.REFUSED,
+    (S.HELLO, Event.ADMIT): S.ACKNOWLEDGED_EARLY,
+    (S.ADMITTED, Event.HELLO): S.ACKNOWLEDGED_EARLY,
+    (S.ADMITTED, Event.ACCEPT): S.ACCEPTED,
+    (S.ADMITTED, Event.REFUSE): S.REFUSING,
+    (S.ACCEPTED, Event.HELLO): S.ACKNOWLEDGED,
+    (S.REFUSING, Event.HELLO): S.REFUSED,
+    (S.ACKNOWLEDGED_EARLY, Event.ACCEPT): S.ACKNOWLEDGED,
+}
+#: states in which ``A`` has been sent
+ACKNOWLEDGED = frozenset({S.ACKNOWLEDGED_EARLY, S.ACKNOWLEDGED})
+#: states in which ``on_connect`` accepted (``on_disconnect`` will fire)
+STARTED = frozenset({S.ACCEPTED, S.ACKNOWLEDGED})
+#: states still waiting for ``M``
+AWAITING_HELLO = frozenset({S.WAITING, S.ADMITTED, S.ACCEPTED, S.REFUSING})
+
+
+class ServerHandshake(Dispatcher):
+    """The engine of a server connection, with the handshake in front of it."""
+
+    __slots__ = ("_ack_future", "_handshake", "_handshake_timer", "_refusal")
+
+    def __init__(
+        self,
+        socket: Socket,
+        handler: ConnHandler,
+        cfg: Config,
+        tasks: Tasks,
+        tokens: TokenGenerator,
+        conn_id: str,
+    ) -> None:
+        super().__init__(socket, handler, cfg, tasks, tokens, conn_id)
+        self._handshake = Handshake.WAITING
+        self._refusal: str | None = None  # the text of H, once on_connect refused
+        self._ack_future: asyncio.Future[None] | None = None  # connect() before A waits here
+        self._handshake_timer: asyncio.TimerHandle | None = None  # handshake_timeout
+
+    def _begin_handshake(self, on_connect: OnConnect | None) -> None:
+        """Start the handshake of the new connection and run ``on_connect``."""
+        if self.handler.only_native:
+            # Native-only mode (§2.5): no M/A exchange; "" is connected from the start.
+            self._handshake = Handshake.ACKNOWLEDGED_EARLY
+            self._add_namespace(NSConn(self, "", self.handler.namespaces[""]))
+            self._start_timeouts()
+        else:
+            self._preack = []
+            timeout = self._cfg.handshake_timeout
+            if timeout:
+                self._handshake_timer = self._loop.call_later(timeout, self._handshake_expired)
+        self._run_on_connect(on_connect)
+
+    @property
+    def is_acknowledged(self) -> bool:
+        return self._handshake in ACKNOWLEDGED
+
+    @property
+    def _accepted(self) -> bool:
+        """Whether ``on_connect`` accepted the connection (so ``on_disconnect`` fires)."""
+        return self._handshake in STARTED
+
+    def _advance(self, event: Event) -> None:
+        before = self._handshake
+        after = TRANSITIONS.get((before, event))
+        if after is None or self._closed:
+            return
+        self._handshake = after
+        if after in ACKNOWLEDGED and before not in ACKNOWLEDGED:
+            self._acknowledge()
+        elif after is Handshake.REFUSED:
+            # The answer to "M" is "H<text>", then the connection closes (§2.1).
+            self._stop_handshake_timer()
+            self._preack = None
+            self._send(ack_refused(self._refusal or ""), False)
+            self.close(1008, "refused")
+
+    def _acknowledge(self) -> None:
+        self._stop_handshake_timer()
+        queued = self._preack or []
+        self._preack = None
+        self._send(ack_ok(self.id), False)
+        if self._ack_future is not None and not self._ack_future.done():
+            self._ack_future.set_result(None)
+        self._start_timeouts()
+        # Frames the client sent before "M" are processed only now, after "A".
+        for data, binary in queued:
+            self.feed(data, binary)
+
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        if not self.is_acknowledged:
+            self._cfg.log.info(
+                "[%s] closing: no handshake within %ss", self.id, self._cfg.handshake_timeout
+            )
+            self.close(1008, "handshake timeout")
+
+    def _stop_handshake_timer(self) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+
+    # -- on_connect ----------------------------------------------------------------
+
+    def _run_on_connect(self, hook: OnConnect | None) -> None:
+        if hook is None:
+            self._verdict(None)
+            return
+        try:
+            result = hook(self)
+        except Exception as exc:
+            self._verdict(exc)
+            return
+        if inspect.isawaitable(result):
+            self._tasks.spawn(self._await_on_connect(result), self._loop)
+        else:
+            self._verdict(result if isinstance(result, BaseException) else None)
+
+    async def _await_on_connect(self, awaitable: Awaitable[Any]) -> None:
+        try:
+            result = await awaitable
+        except Exception as exc:
+            result = exc
+        self._verdict(result if isinstance(result, BaseException) else None)
+
+    def _verdict(self, err: BaseException | None) -> None:
+        if self._closed:
+            return
+        if err is None:
+            self._advance(Event.ACCEPT)
+            return
+        text = str(err) or type(err).__name__
+        if self._handshake is Handshake.ACKNOWLEDGED_EARLY:
+            # on_connect let the client in already (it called connect()), so
+            # "H" cannot be sent any more: close instead of ignoring the error.
+            self._cfg.log.warning(
+                "[%s] on_connect failed after the acknowledgement: %s", self.id, text
+            )
+            self.close(1008, "refused")
+            return
+        self._cfg.log.info("[%s] refused by on_connect: %s", self.id, text)
+        self._refusal = text
+        self._advance(Event.REFUSE)
+
+    # -- engine hooks ------------------------------------------------------------------
+
+    def _feed_preack(self, data: bytes, binary: bool) -> None:
+        if data == ACK_HELLO and self._handshake in AWAITING_HELLO:
+            self._advance(Event.HELLO)
+            return
+        queued = self._preack
+        assert queued is not None
+        if len(queued) >= self._cfg.max_queued_frames:
+            self._cfg.log.warning("[%s] closing: too many frames before the handshake", self.id)
+            self.close(1008, "handshake not completed")
+            return
+        queued.append((data, binary))
+
+    async def _before_request(self) -> None:
+        if self.is_acknowledged:
+            return
+        # connect() inside on_connect: let the client in now, otherwise the
+        # request could never be answered.
+        self._advance(Event.ADMIT)
+        if self.is_acknowledged:
+            return
+        if self._ack_future is None:
+            self._ack_future = self._loop.create_future()
+        await self._ack_future
+        if self._closed:
+            raise ConnectionClosed()
+
+    def _abort_pending(self) -> None:
+        super()._abort_pending()
+        self._stop_handshake_timer()
+        fut = self._ack_future
+        if fut is not None and not fut.done():
+            fut.set_exception(ConnectionClosed())
+            fut.exception()
