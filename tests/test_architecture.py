@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "neffos"
 LAYERS: list[tuple[str, set[str]]] = [
     ("wire, settings, contracts", {
         "errors", "encoding", "protocol", "config", "_http", "handlers", "exchange.base",
-        "transports.base",
+        "transports.base", "transports.messages",
     }),
     ("engine", {
         "liveness", "processing", "asks", "store", "conn", "replies", "dispatch",

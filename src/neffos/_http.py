@@ -10,6 +10,7 @@ hands the connection to the WebSocket library of the listener.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +26,8 @@ __all__ = [
     "Upgrade",
     "apply_url_headers",
     "canonical_header_key",
+    "handshake_problem",
+    "has_forbidden_characters",
 ]
 
 log = logging.getLogger("neffos.server")
@@ -118,7 +121,9 @@ def _header_text(value: str) -> str:
 class Request:
     """The HTTP request that opened a connection (``conn.request``)."""
 
-    __slots__ = ("_query", "headers", "method", "path", "query_string", "remote_address")
+    __slots__ = (
+        "_query", "headers", "method", "path", "query_string", "remote_address", "version"
+    )
 
     def __init__(
         self,
@@ -126,8 +131,11 @@ class Request:
         target: str,
         headers: Headers,
         remote_address: tuple[str, int] | None = None,
+        version: str = "HTTP/1.1",
     ) -> None:
         self.method = method
+        #: the HTTP version of the request line, e.g. ``"HTTP/1.1"``
+        self.version = version
         path, _, query = target.partition("?")
         self.path = path
         self.query_string = query
@@ -189,8 +197,18 @@ def _go_parse_query(query: str) -> list[tuple[str, str]]:
     return pairs
 
 
+#: characters that never appear in a header value taken from a URL: they would
+#: let a peer forge lines in logs (CR, LF), cut C strings (NUL) or neffos frames (;)
+_FORBIDDEN_IN_VALUES = frozenset("\r\n\x00;")
+
+
 def apply_url_headers(request: Request) -> None:
-    """Add ``X-Websocket-Header-<name>=<value>`` query parameters as request headers."""
+    """Add ``X-Websocket-Header-<name>=<value>`` query parameters as request headers.
+
+    Raises:
+        ValueError: a name or value has CR, LF, NUL or ``;`` in it (the request
+            is refused with 400).
+    """
     if "X-" not in request.query_string and "x-" not in request.query_string:
         return
     prefix_len = len(URL_HEADER_PREFIX)
@@ -199,7 +217,14 @@ def apply_url_headers(request: Request) -> None:
             continue
         key = canonical_header_key(raw_key)
         if key.startswith(URL_HEADER_PREFIX):
+            if not _FORBIDDEN_IN_VALUES.isdisjoint(key + value):
+                raise ValueError(f"forbidden character in the URL header {key!r}")
             request.headers.add(canonical_header_key(key[prefix_len:]), value)
+
+
+def has_forbidden_characters(text: str) -> bool:
+    """Whether ``text`` (a header value, a connection ID) has CR, LF, NUL or ``;``."""
+    return not _FORBIDDEN_IN_VALUES.isdisjoint(text)
 
 
 def reconnect_tries(request: Request) -> int:
@@ -265,7 +290,11 @@ class HttpFront(asyncio.Protocol):
         self._transport = tcp
         timeout = self._endpoint.handshake_timeout
         if timeout:
-            self._timer = asyncio.get_running_loop().call_later(timeout, tcp.abort)
+            self._timer = asyncio.get_running_loop().call_later(timeout, self._expired)
+
+    def _expired(self) -> None:
+        self._timer = None
+        self._reply(*plain_text(408, "Request Timeout"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
@@ -296,6 +325,8 @@ class HttpFront(asyncio.Protocol):
         except Exception:
             log.exception("routing %r failed", request)
             answer = (500, [], b"Internal Server Error\n")
+        if answer is None:
+            answer = handshake_problem(request)
         if answer is not None:
             self._reply(*answer)
             return
@@ -326,16 +357,60 @@ def _parse_head(head: bytes, transport: asyncio.BaseTransport) -> Request:
     parts = request_line.split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/"):
         raise ValueError("malformed request line")
-    method, target, _version = parts
+    method, target, version = parts
     if header_block:
         for line in header_block.split("\r\n"):
             name, sep, _ = line.partition(":")
             if not sep or not name or name != name.strip():
                 raise ValueError("malformed header line")
+        if not _CONTROL.isdisjoint(header_block):
+            raise ValueError("control character in a header")
     headers = Headers(raw=header_block)
     peer = transport.get_extra_info("peername")
     remote = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
-    return Request(method, target, headers, remote)
+    return Request(method, target, headers, remote, version)
+
+
+# CR and LF split the lines already; tab is allowed in values (RFC 9110 §5.5)
+_CONTROL = frozenset(chr(c) for c in range(32) if c not in (9, 10, 13)) | {"\x7f"}
+
+
+def handshake_problem(request: Request) -> HttpAnswer | None:
+    """What is wrong with a WebSocket opening handshake (RFC 6455 §4.2.1), if anything.
+
+    The answer is a 4xx to send instead of upgrading: the same on every
+    transport, and before the WebSocket library sees the request.
+    """
+    if request.version != "HTTP/1.1":
+        return plain_text(400, "Bad Request: a WebSocket handshake needs HTTP/1.1")
+    headers = request.headers
+    if not _has_token(headers.get_all("Upgrade"), "websocket") or not _has_token(
+        headers.get_all("Connection"), "upgrade"
+    ):
+        return plain_text(400, "Bad Request: not a WebSocket handshake")
+    versions = headers.get_all("Sec-WebSocket-Version")
+    if versions != ["13"]:
+        return plain_text(
+            426, "Upgrade Required: WebSocket version 13", [("Sec-WebSocket-Version", "13")]
+        )
+    keys = headers.get_all("Sec-WebSocket-Key")
+    if len(keys) != 1 or not _is_key(keys[0]):
+        return plain_text(400, "Bad Request: one valid Sec-WebSocket-Key is needed")
+    length = headers.get_all("Content-Length")
+    if headers.get("Transfer-Encoding") is not None or (length and length != ["0"]):
+        return plain_text(400, "Bad Request: a WebSocket handshake has no body")
+    return None
+
+
+def _has_token(values: list[str], token: str) -> bool:
+    return any(part.strip().lower() == token for value in values for part in value.split(","))
+
+
+def _is_key(key: str) -> bool:
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:
+        return False
 
 
 def plain_text(status: int, text: str, extra: list[tuple[str, str]] | None = None) -> HttpAnswer:

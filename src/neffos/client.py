@@ -174,7 +174,7 @@ class ClientConn(Dispatcher):
     def _abandon_socket(self) -> None:
         sock = self.socket
         self._online = False
-        self._preack = None
+        self._take_early()
         self.socket = _Offline()
         sock.receiver = None
         sock.close(1000, "")
@@ -183,8 +183,7 @@ class ClientConn(Dispatcher):
         fut = self._ack_future
         ack = None if binary else parse_ack(data)
         if ack is not None and ack[0] == "A":
-            queued: list[tuple[bytes, bool]] = self._preack or []
-            self._preack = None
+            queued = self._take_early()
             self._acked = True
             if fut is not None and not fut.done():
                 fut.set_result(ack[1])
@@ -193,14 +192,8 @@ class ClientConn(Dispatcher):
         elif ack is not None and ack[0] == "H":
             if fut is not None and not fut.done():
                 fut.set_exception(HandshakeRefused(ack[1]))
-        else:
-            early = self._preack
-            assert early is not None
-            if len(early) >= self._cfg.max_queued_frames:
-                if fut is not None and not fut.done():
-                    fut.set_exception(DialError("too many frames before the acknowledgement"))
-                return
-            early.append((data, binary))
+        elif not self._keep_early(data, binary) and fut is not None and not fut.done():
+            fut.set_exception(DialError("too many frames before the acknowledgement"))
 
     async def _sweep(self, interval: float) -> None:
         while not self._closed:
@@ -365,6 +358,9 @@ def dial(
     send_buffer: int = 1 << 20,
     max_pending_asks: int = 1024,
     max_queued_frames: int = 4096,
+    max_queued_bytes: int = 1 << 20,
+    max_rooms: int = 1024,
+    max_room_name_length: int = 256,
     ping_interval: float | None = 20.0,
 ) -> Dialing:
     """Connect to a neffos server and complete the handshake.
@@ -380,7 +376,9 @@ def dial(
         transport: ``"picows"`` (default), ``"websockets"``, ``"aiohttp"``, or a
             connector such as :func:`neffos.testing.memory_transport`.
         max_message_size, send_buffer, max_pending_asks, max_queued_frames,
-        ping_interval: limits, as for :class:`~neffos.Server`.
+        max_queued_bytes, max_rooms, max_room_name_length, ping_interval:
+        limits, as for :class:`~neffos.Server` (they bound what the server can
+        make this client hold).
 
     Returns:
         an awaitable of the client connection, also usable as
@@ -391,10 +389,19 @@ def dial(
         DialError: the connection could not be opened or no acknowledgement
             arrived in time.
     """
-    return Dialing(
-        _dial(url, handler, headers, timeout, reconnect, transport, max_message_size,
-              send_buffer, max_pending_asks, max_queued_frames, ping_interval)
+    cfg = Config(
+        log=log,
+        send_buffer=send_buffer,
+        max_pending_asks=max_pending_asks,
+        max_message_size=max_message_size,
+        handshake_timeout=timeout,
+        ping_interval=ping_interval,
+        max_queued_frames=max_queued_frames,
+        max_queued_bytes=max_queued_bytes,
+        max_rooms=max_rooms,
+        max_room_name_length=max_room_name_length,
     )
+    return Dialing(_dial(url, handler, headers, timeout, reconnect, transport, cfg))
 
 
 async def _dial(
@@ -404,24 +411,11 @@ async def _dial(
     timeout: float | None,
     reconnect: Reconnect | bool | None,
     transport: str | Connector,
-    max_message_size: int,
-    send_buffer: int,
-    max_pending_asks: int,
-    max_queued_frames: int,
-    ping_interval: float | None,
+    cfg: Config,
 ) -> ClientConn:
     compiled = ConnHandler.compile(handler)
     connector = transports.load(transport) if isinstance(transport, str) else transport
     header_list = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
-    cfg = Config(
-        log=log,
-        send_buffer=send_buffer,
-        max_pending_asks=max_pending_asks,
-        max_message_size=max_message_size,
-        handshake_timeout=timeout,
-        ping_interval=ping_interval,
-        max_queued_frames=max_queued_frames,
-    )
     policy = Reconnect() if reconnect is True else (reconnect or None)
     conn = ClientConn(url, compiled, cfg, connector, header_list, timeout, policy)
     try:

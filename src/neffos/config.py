@@ -33,6 +33,12 @@ class Config:
     ping_interval: float | None
     #: frames allowed to wait behind a busy handler or before the handshake
     max_queued_frames: int
+    #: bytes of those frames allowed to wait
+    max_queued_bytes: int
+    #: rooms one connection may be in (all its namespaces together)
+    max_rooms: int
+    #: the longest room name accepted, in characters
+    max_room_name_length: int
 
 
 class Tasks:

@@ -37,6 +37,7 @@ from .errors import (
     BadNamespace,
     BadRoom,
     ConnectionClosed,
+    LimitExceeded,
     NeffosError,
     RemoteError,
     Reply,
@@ -136,7 +137,6 @@ class Conn(KeyValueStore):
         "_loop",
         "_namespaces",
         "_ns_waiters",
-        "_preack",
         "_tasks",
         "_tokens",
         "handler",
@@ -174,8 +174,6 @@ class Conn(KeyValueStore):
         self._ns_waiters: dict[str, list[asyncio.Future[NSConn]]] | None = None  # wait_connect
         self._closed = False  # set at once by close(); never reset (a client reconnects)
         self._closed_future: asyncio.Future[None] | None = None  # wait_closed()
-        # frames received before the handshake completed; None once it did
-        self._preack: list[tuple[bytes, bool]] | None = None
         socket.receiver = self
 
     # -- public properties ---------------------------------------------------
@@ -333,6 +331,15 @@ class Conn(KeyValueStore):
             del self._namespaces[ns.namespace]
             self._ns_removed(ns)
 
+    def _room_limit(self, name: str) -> LimitExceeded | None:
+        """Why joining one more room called ``name`` is refused, if it is."""
+        cfg = self._cfg
+        if len(name) > cfg.max_room_name_length:
+            return LimitExceeded(f"room name longer than {cfg.max_room_name_length} characters")
+        if sum(len(ns.rooms) for ns in self._namespaces.values()) >= cfg.max_rooms:
+            return LimitExceeded(f"more than {cfg.max_rooms} rooms")
+        return None
+
     def _add_room(self, ns: NSConn, name: str) -> Room:
         room = Room(ns, name)
         ns.rooms[name] = room
@@ -404,14 +411,26 @@ class Conn(KeyValueStore):
             self._fail(1011, "write failed")
             return False
         if pending > self._cfg.send_buffer:
-            self._cfg.log.warning(
-                "[%s] closing a slow connection: %d bytes waiting to be sent (send_buffer=%d)",
-                self.id,
-                pending,
-                self._cfg.send_buffer,
-            )
-            self._fail(1008, "send buffer full")
+            self._overflowed(pending)
         return True
+
+    def control_sent(self, pending: int) -> None:
+        """Called by the transport after it wrote a control frame on its own (a pong).
+
+        Control frames count against ``send_buffer`` like data: a peer that
+        pings without ever reading is closed like any slow reader.
+        """
+        if pending > self._cfg.send_buffer and not self._closed:
+            self._overflowed(pending)
+
+    def _overflowed(self, pending: int) -> None:
+        self._cfg.log.warning(
+            "[%s] closing a slow connection: %d bytes waiting to be sent (send_buffer=%d)",
+            self.id,
+            pending,
+            self._cfg.send_buffer,
+        )
+        self._fail(1008, "send buffer full")
 
     def _send_error_reply(self, msg: Message, err: BaseException) -> None:
         if not str(err):
@@ -619,6 +638,8 @@ class NSConn:
 
         Raises:
             WriteClosed: the namespace is not connected any more.
+            LimitExceeded: past ``max_rooms`` or ``max_room_name_length``, on
+                either side.
             AskTimeout, ConnectionClosed: see :meth:`Conn.ask`.
             Exception: the local or remote ``_OnRoomJoin`` refused.
         """
@@ -629,6 +650,9 @@ class NSConn:
             return existing
         conn = self.conn
         conn._check_open()
+        refused = conn._room_limit(room)
+        if refused is not None:
+            raise refused
         if conn._namespaces.get(self.namespace) is not self:
             raise WriteClosed()
         request = Message(self.namespace, ON_ROOM_JOIN, room=room, is_local=True)

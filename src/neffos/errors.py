@@ -11,6 +11,7 @@ Every error raised by neffos derives from :class:`NeffosError`::
     ├── RemoteError             any other error text received from the peer
     ├── AskTimeout              also a TimeoutError
     ├── TooManyPendingAsks      the per-connection limit was reached
+    ├── LimitExceeded           "limit exceeded: ..." (known): a join past max_rooms…
     ├── CloseError              "[code] message", as Go renders it
     └── DialError               the WebSocket could not be opened
         └── HandshakeRefused    the server answered ``H<text>`` (on_connect refused)
@@ -39,6 +40,7 @@ __all__ = [
     "DialError",
     "HandshakeRefused",
     "InvalidPayload",
+    "LimitExceeded",
     "NeffosError",
     "RemoteError",
     "Reply",
@@ -109,6 +111,20 @@ class TooManyPendingAsks(NeffosError):
     """The connection already has ``max_pending_asks`` unanswered asks."""
 
 
+class LimitExceeded(NeffosError):
+    """A request went past a limit of the side that refused it (``max_rooms``,
+    ``max_room_name_length``). Travels on the wire as ``limit exceeded: <what>``."""
+
+    PREFIX = "limit exceeded: "
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text if text.startswith(self.PREFIX) else self.PREFIX + text)
+
+    @classmethod
+    def resolve_error(cls, text: str) -> bool:
+        return text.startswith(cls.PREFIX)
+
+
 class CloseError(NeffosError):
     """A close error with a code, rendered ``[code] message`` like Go's ``CloseError``."""
 
@@ -145,7 +161,7 @@ class Reply(Exception):
 
 # -- known-error registry -----------------------------------------------------
 
-_known: list[Any] = [BadNamespace(), BadRoom(), WriteClosed(), InvalidPayload()]
+_known: list[Any] = [BadNamespace(), BadRoom(), WriteClosed(), InvalidPayload(), LimitExceeded]
 
 
 def register_known_error(error: BaseException | type[BaseException]) -> None:
@@ -161,7 +177,8 @@ def register_known_error(error: BaseException | type[BaseException]) -> None:
       as ``"user 42 not found"``).
 
     Registering the same object twice has no effect. Entries are tried in
-    registration order after the four built-ins.
+    registration order after the built-ins (the four texts of Go and
+    :class:`LimitExceeded`).
 
     Raises:
         TypeError: ``error`` is neither an exception nor an exception class with

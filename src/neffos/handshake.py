@@ -150,14 +150,13 @@ class ServerHandshake(Dispatcher):
         elif after is Handshake.REFUSED:
             # The answer to "M" is "H<text>", then the connection closes (§2.1).
             self._stop_handshake_timer()
-            self._preack = None
+            self._take_early()
             self._send(ack_refused(self._refusal or ""), False)
             self.close(1008, "refused")
 
     def _acknowledge(self) -> None:
         self._stop_handshake_timer()
-        queued = self._preack or []
-        self._preack = None
+        queued = self._take_early()
         self._send(ack_ok(self.id), False)
         if self._ack_future is not None and not self._ack_future.done():
             self._ack_future.set_result(None)
@@ -227,13 +226,9 @@ class ServerHandshake(Dispatcher):
         if data == ACK_HELLO and self._handshake in AWAITING_HELLO:
             self._advance(Event.HELLO)
             return
-        queued = self._preack
-        assert queued is not None
-        if len(queued) >= self._cfg.max_queued_frames:
+        if not self._keep_early(data, binary):
             self._cfg.log.warning("[%s] closing: too many frames before the handshake", self.id)
             self.close(1008, "handshake not completed")
-            return
-        queued.append((data, binary))
 
     async def _before_request(self) -> None:
         if self.is_acknowledged:

@@ -19,7 +19,9 @@ most one active :class:`Turn`, and a turn belongs to one task.
    task awaits that, then processes the frames that queued meanwhile (the
    inbox), and ends when the inbox is empty.
 3. *Queueing.* While a turn is active or processing is held, the reader appends
-   frames to the inbox; past ``max_queued_frames`` the connection is closed.
+   frames to the inbox; past ``max_queued_frames`` frames or ``max_queued_bytes``
+   bytes the connection is closed. Frames that arrive before the handshake
+   completed wait in a list under the same two limits (:meth:`_keep_early`).
 4. *Hand-off.* A handler that waits for the peer (``ask``, ``wait_connect``, a
    system request, ``Server.ask``) first calls :func:`hand_off`: its turn ends
    and the connection starts a new one for the inbox, while the handler goes on
@@ -121,7 +123,7 @@ def _finish(coro: Coroutine[Any, Any, Any], waiting_for: Any) -> Generator[Any, 
 class OrderedProcessing(Liveness):
     """A layer of :class:`~neffos.Conn`: the reader and the order of processing."""
 
-    __slots__ = ("_holds", "_inbox", "_turn")
+    __slots__ = ("_holds", "_inbox", "_preack", "_queued_bytes", "_turn")
 
     if TYPE_CHECKING:
         # provided by Conn and the engine classes above it
@@ -131,7 +133,6 @@ class OrderedProcessing(Liveness):
         _tasks: Tasks
         _loop: asyncio.AbstractEventLoop
         _closed: bool
-        _preack: list[tuple[bytes, bool]] | None
 
         def _feed_preack(self, data: bytes, binary: bool) -> None: ...
         def _resolve_answer(self, msg: Message) -> bool: ...
@@ -141,6 +142,9 @@ class OrderedProcessing(Liveness):
     def __init__(self) -> None:
         super().__init__()
         self._inbox: deque[Message] | None = None  # frames waiting for their turn
+        self._queued_bytes = 0  # their size (or that of the frames before the handshake)
+        # frames received before the handshake completed; None once it did
+        self._preack: list[tuple[bytes, bool]] | None = None
         self._turn: Turn | None = None  # the active turn, if any
         self._holds = 0  # system answers received and not applied yet
 
@@ -182,15 +186,47 @@ class OrderedProcessing(Liveness):
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = deque()
-        if len(inbox) >= self._cfg.max_queued_frames:
-            self._cfg.log.warning(
-                "[%s] closing: more than %d frames waiting for a slow handler",
+        size = self._queued_bytes + _size(msg)
+        cfg = self._cfg
+        if len(inbox) >= cfg.max_queued_frames or size > cfg.max_queued_bytes:
+            cfg.log.warning(
+                "[%s] closing: more than %d frames or %d bytes waiting for a slow handler",
                 self.id,
-                self._cfg.max_queued_frames,
+                cfg.max_queued_frames,
+                cfg.max_queued_bytes,
             )
             self._fail(1008, "too many queued messages")
             return
         inbox.append(msg)
+        self._queued_bytes = size
+
+    def _dequeue(self, inbox: deque[Message]) -> Message:
+        msg = inbox.popleft()
+        self._queued_bytes -= _size(msg)
+        return msg
+
+    def _keep_early(self, data: bytes, binary: bool) -> bool:
+        """Keep a frame that arrived before the handshake completed.
+
+        Returns ``False`` (keeping nothing) past ``max_queued_frames`` or
+        ``max_queued_bytes``: the caller ends the handshake.
+        """
+        early = self._preack
+        assert early is not None
+        size = self._queued_bytes + len(data)
+        cfg = self._cfg
+        if len(early) >= cfg.max_queued_frames or size > cfg.max_queued_bytes:
+            return False
+        early.append((data, binary))
+        self._queued_bytes = size
+        return True
+
+    def _take_early(self) -> list[tuple[bytes, bool]]:
+        """The frames kept before the handshake; from now on frames are processed."""
+        early = self._preack or []
+        self._preack = None
+        self._queued_bytes = 0
+        return early
 
     def _start_turn(self, first: Awaitable[None] | None) -> None:
         turn = Turn(self)
@@ -208,7 +244,7 @@ class OrderedProcessing(Liveness):
                     log.exception("[%s] processing failed", self.id)
             inbox = self._inbox
             while inbox and self._turn is turn and not self._holds and not self._closed:
-                msg = inbox.popleft()
+                msg = self._dequeue(inbox)
                 try:
                     rest = self._dispatch(msg)
                     if rest is not None:
@@ -238,3 +274,9 @@ class OrderedProcessing(Liveness):
         """Forget the queued frames (the connection closed)."""
         if self._inbox:
             self._inbox.clear()
+        self._queued_bytes = 0
+
+
+def _size(msg: Message) -> int:
+    """What a queued message counts against ``max_queued_bytes`` (about its frame)."""
+    return len(msg.body) + len(msg.namespace) + len(msg.room) + len(msg.event) + len(msg.wait)

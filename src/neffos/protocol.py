@@ -228,13 +228,20 @@ def unescape(name: str) -> str:
 # -- encoding (§1.4) ----------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4096)
-def _header(namespace: str, room: str, event: str) -> bytes:
-    # ";<ns>;<room>;<event>;" - cached because a server sends the same few
-    # namespace/room/event triples over and over.
+#: names (namespace + room + event) longer than this are encoded without the
+#: cache: it holds at most 4096 headers of that size, whatever peers send
+_CACHED_NAMES = 96
+
+
+def _encode_header(namespace: str, room: str, event: str) -> bytes:
+    # ";<ns>;<room>;<event>;" - cached (below) because a server sends the same
+    # few namespace/room/event triples over and over.
     return (
         f";{escape(namespace)};{escape(room)};{escape(event)};".encode("utf-8", "surrogateescape")
     )
+
+
+_cached_header = functools.lru_cache(maxsize=4096)(_encode_header)
 
 
 def serialize(msg: Message) -> bytes:
@@ -270,7 +277,10 @@ def frame(
     wait: str, namespace: str, room: str, event: str, flags: bytes, payload: bytes
 ) -> bytes:
     """Join the seven fields of a frame; ``flags`` is ``b"<isError>;<isNoOp>;"``."""
-    head = _header(namespace, room, event)
+    if len(namespace) + len(room) + len(event) <= _CACHED_NAMES:
+        head = _cached_header(namespace, room, event)
+    else:
+        head = _encode_header(namespace, room, event)
     if wait:
         return b"".join((wait.encode("utf-8", "surrogateescape"), head, flags, payload))
     return b"".join((head, flags, payload))

@@ -119,6 +119,10 @@ class SystemReplies(Conn):
         if not wait or msg.is_noop:
             return
         if msg.room not in ns.rooms:
+            refused = self._room_limit(msg.room)
+            if refused is not None:
+                self._send_error_reply(msg, refused)
+                return
             err = await self._fire(ns, msg)
             if err is not None:
                 self._send_error_reply(msg, err)

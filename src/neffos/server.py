@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import transports
-from ._http import HttpAnswer, Request, apply_url_headers, plain_text, reconnect_tries
+from ._http import (
+    HttpAnswer,
+    Request,
+    apply_url_headers,
+    has_forbidden_characters,
+    plain_text,
+    reconnect_tries,
+)
 from .asks import ServerAsks, answer_within
 from .config import Config, Tasks
 from .conn import Conn, Exclusion, NSConn, Room
@@ -169,6 +176,13 @@ class Server:
         max_queued_frames: frames allowed to queue behind a busy async handler
             or before the handshake (default 4096); past it the connection is
             closed.
+        max_queued_bytes: bytes of those frames allowed to queue (default
+            1 MiB); past it the connection is closed.
+        max_rooms: rooms one connection may be in, all its namespaces together
+            (default 1024); a join past it is refused with
+            :class:`~neffos.LimitExceeded`.
+        max_room_name_length: the longest room name a join may use, in
+            characters (default 256); longer ones are refused the same way.
         handshake_timeout: seconds from TCP accept to the neffos handshake
             (default 10).
         ping_interval: seconds between heartbeat sweeps (default 20; ``None``
@@ -192,6 +206,9 @@ class Server:
         send_buffer: int = 1 << 20,
         max_pending_asks: int = 1024,
         max_queued_frames: int = 4096,
+        max_queued_bytes: int = 1 << 20,
+        max_rooms: int = 1024,
+        max_room_name_length: int = 256,
         handshake_timeout: float = 10.0,
         ping_interval: float | None = 20.0,
         allowed_origins: Iterable[str] | None = None,
@@ -213,6 +230,9 @@ class Server:
             handshake_timeout=handshake_timeout,
             ping_interval=ping_interval,
             max_queued_frames=max_queued_frames,
+            max_queued_bytes=max_queued_bytes,
+            max_rooms=max_rooms,
+            max_room_name_length=max_room_name_length,
         )
         self._tasks = Tasks()  # every task of the server and its connections
         self._tokens = TokenGenerator()  # wait tokens of server asks
@@ -371,7 +391,10 @@ class Server:
             return self._refuse(
                 request, *plain_text(405, "Method Not Allowed", [("Allow", "GET")])
             )
-        apply_url_headers(request)
+        try:
+            apply_url_headers(request)
+        except ValueError as exc:
+            return self._refuse(request, *plain_text(400, f"Bad Request: {exc}"))
         if self.allowed_origins is not None:
             origin = request.headers.get("Origin")
             if origin is not None and origin not in self.allowed_origins:
@@ -403,6 +426,11 @@ class Server:
         except Exception:
             log.exception("id_generator failed")
             socket.close(1011, "internal error")
+            return
+        if not conn_id or has_forbidden_characters(conn_id):
+            # IDs travel in frames, bus channels and log lines (often from a header).
+            log.warning("refusing a connection: id_generator returned %r", conn_id)
+            socket.close(1008, "invalid connection id")
             return
         conn = ServerConn(self, socket, conn_id)
         conn.reconnect_tries = reconnect_tries(request)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._http import Headers, Request, apply_url_headers
+from ._http import Headers, Request
 from .client import ClientConn, Dialing, dial
 from .errors import DialError
 from .handlers import HandlerSpec
@@ -47,7 +47,6 @@ class _MemoryConnector:
         answer = endpoint.route(server_request)
         if answer is not None:
             raise DialError(f"cannot connect to {url}: HTTP {answer[0]}")
-        apply_url_headers(server_request)
         client_request = Request("GET", target, Headers(headers))
         client_end, server_end = socket_pair(client_request, server_request)
         client_end.receiver = receiver

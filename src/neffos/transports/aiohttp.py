@@ -1,15 +1,19 @@
 """The aiohttp transport: aiohttp's WebSocket server and client behind the Socket API.
 
-aiohttp needs a reading task per connection (its design); writes are still
-synchronous here: an uncompressed frame is written to the transport before
-``send_frame`` ever awaits, and neffos enforces its own send-buffer limit
-instead of waiting for the drain.
+On the server side :class:`neffos._http.HttpFront` reads and checks the request
+head like on every transport (HTTP rules, handshake deadline), then hands the
+TCP connection to an aiohttp request handler that upgrades it. aiohttp needs a
+reading task per connection (its design). Writes stay synchronous: an
+uncompressed frame is written to the transport before ``send_frame`` ever
+awaits; when aiohttp then wants to wait for the transport to drain, that wait
+finishes in a task of its own, and neffos enforces its own send-buffer limit.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import os
+import struct
 from typing import Any
 
 try:
@@ -20,29 +24,52 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "the aiohttp transport needs aiohttp: pip install 'neffos[aiohttp]'"
     ) from exc
 
-from .._http import Headers, Request
+from .._http import Headers, HttpFront, Request
 from ..errors import DialError
-from .base import Endpoint, Receiver
+from .base import Endpoint, Receiver, peer_of
+from .messages import is_valid_utf8
 
 NAME = "aiohttp"
 
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
+_OP_TEXT, _OP_BINARY, _OP_PING, _OP_PONG = 0x1, 0x2, 0x9, 0xA
 
 
-def _run_sync(coro: Coroutine[Any, Any, Any]) -> None:
-    # Run the synchronous part of a send; give up the optional drain wait.
-    try:
-        coro.send(None)
-    except StopIteration:
-        return
-    coro.close()
+def frame(opcode: int, payload: bytes, masked: bool) -> bytes:
+    """One final WebSocket frame (RFC 6455 §5.2); clients mask theirs (§5.3)."""
+    size = len(payload)
+    mask_bit = 0x80 if masked else 0
+    if size < 126:
+        header = bytes((0x80 | opcode, mask_bit | size))
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x80 | opcode, mask_bit | 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, mask_bit | 127, size)
+    if not masked:
+        return header + payload
+    key = os.urandom(4)
+    if not size:
+        return header + key
+    # XOR with the repeated key, done on two big integers (in C, not per byte).
+    keys = (key * (size // 4 + 1))[:size]
+    body = int.from_bytes(payload, "big") ^ int.from_bytes(keys, "big")
+    return header + key + body.to_bytes(size, "big")
 
 
 class AiohttpSocket:
     """A neffos Socket on top of an aiohttp WebSocket response."""
 
-    __slots__ = ("_closing", "_reader", "_session", "_ws", "receiver", "request")
+    __slots__ = (
+        "_closing",
+        "_masked",
+        "_reader",
+        "_session",
+        "_transport",
+        "_ws",
+        "receiver",
+        "request",
+    )
 
     transport_name = NAME
 
@@ -50,14 +77,17 @@ class AiohttpSocket:
         self,
         ws: Any,
         request: Request,
+        transport: asyncio.BaseTransport | None,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.receiver: Receiver | None = None
         self.request: Request | None = request
-        self._reader: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None  # client side: the reading task
         self._ws = ws
+        self._transport: Any = transport  # to read the size of its write buffer
         self._session = session
         self._closing: asyncio.Task[Any] | None = None
+        self._masked = session is not None  # a client masks its frames
 
     async def read_loop(self) -> None:
         ws = self._ws
@@ -68,11 +98,14 @@ class AiohttpSocket:
                     break
                 kind = msg.type
                 if kind is _TEXT:
+                    if not is_valid_utf8(msg.data):
+                        await ws.close(code=1007, message=b"invalid UTF-8 in a text message")
+                        break
                     receiver.feed(bytes(msg.data), False)
                 elif kind is _BINARY:
                     receiver.feed(bytes(msg.data), True)
                 elif kind is WSMsgType.PING:
-                    _run_sync(ws.pong(msg.data))
+                    receiver.control_sent(self._write(_OP_PONG, bytes(msg.data)))
                 elif kind is WSMsgType.PONG:
                     receiver.alive()
         finally:
@@ -83,18 +116,18 @@ class AiohttpSocket:
             if self._session is not None:
                 await self._session.close()
 
-    def send(self, data: bytes, binary: bool) -> int:
-        _run_sync(self._ws.send_frame(data, _BINARY if binary else _TEXT))
-        transport = self._transport()
-        return transport.get_write_buffer_size() if transport is not None else 0
+    def _write(self, opcode: int, payload: bytes) -> int:
+        transport = self._transport
+        if transport is None or self._ws.closed or transport.is_closing():
+            raise ConnectionResetError("the WebSocket is closed")
+        transport.write(frame(opcode, payload, self._masked))
+        return int(transport.get_write_buffer_size())
 
-    def _transport(self) -> asyncio.Transport | None:
-        writer = getattr(self._ws, "_writer", None)
-        transport = getattr(writer, "transport", None)
-        return transport if hasattr(transport, "get_write_buffer_size") else None
+    def send(self, data: bytes, binary: bool) -> int:
+        return self._write(_OP_BINARY if binary else _OP_TEXT, data)
 
     def ping(self) -> None:
-        _run_sync(self._ws.ping())
+        self._write(_OP_PING, b"")
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         if self._closing is not None or self._ws.closed:
@@ -112,33 +145,121 @@ class AiohttpSocket:
 
 
 async def listen(endpoint: Endpoint, host: str, port: int, **options: Any) -> asyncio.Server:
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        remote = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
-        neffos_request = Request(
-            request.method, request.path_qs, Headers(list(request.headers.items())), remote
-        )
-        answer = endpoint.route(neffos_request)
-        if answer is not None:
-            status, headers, body = answer
-            return web.Response(status=status, headers=headers, body=body)
+    def front() -> HttpFront:
+        return HttpFront(endpoint, lambda tcp, head, request: upgrade(endpoint, tcp, head, request))
+
+    return await asyncio.get_running_loop().create_server(front, host, port, **options)
+
+
+def upgrade(
+    endpoint: Endpoint, transport: asyncio.Transport, head: bytes, request: Request
+) -> None:
+    """Hand a TCP connection whose request head HttpFront read and checked over to aiohttp."""
+    request.remote_address = peer_of(transport)
+
+    async def handle(http_request: web.BaseRequest) -> web.StreamResponse:
         ws = web.WebSocketResponse(
             autoping=False,
             compress=False,
             max_msg_size=endpoint.max_message_size,
             decode_text=False,
         )
-        if not ws.can_prepare(request).ok:
-            return web.Response(status=400, text="not a WebSocket handshake\n")
-        await ws.prepare(request)
-        sock = AiohttpSocket(ws, neffos_request)
+        await ws.prepare(http_request)  # HttpFront checked the request already
+        sock = AiohttpSocket(ws, request, transport)
         endpoint.accept(sock)
         await sock.read_loop()
         return ws
 
-    loop = asyncio.get_running_loop()
-    factory = web.Server(handle, handler_cancellation=True)
-    return await loop.create_server(factory, host, port, **options)
+    # One aiohttp server per connection: it serves this one upgrade request.
+    protocol = web.Server(handle, handler_cancellation=True, access_log=None)()
+    guard = _MaskGuard(protocol, head.find(b"\r\n\r\n") + 4)
+    transport.set_protocol(guard)
+    guard.connection_made(transport)
+    guard.data_received(head)
+
+
+class _MaskGuard(asyncio.Protocol):
+    """Checks that every frame from the client is masked (RFC 6455 §5.1), for aiohttp.
+
+    aiohttp's reader accepts unmasked frames from a client; the other
+    transports close such a connection with 1002, so this one does too. It
+    reads only frame headers and forwards all bytes to aiohttp's protocol.
+    """
+
+    __slots__ = ("_head", "_header", "_inner", "_skip", "_transport")
+
+    def __init__(self, inner: asyncio.Protocol, head: int) -> None:
+        self._inner = inner
+        self._transport: asyncio.Transport | None = None
+        self._head = head  # the size of the request head that comes first (replayed)
+        self._header = bytearray()  # the header of the next frame, as it arrives
+        self._skip = 0  # payload bytes of the current frame still to come
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def data_received(self, data: bytes) -> None:
+        head, self._head = self._head, 0  # the replayed request head is not frames
+        if self._scan(memoryview(data)[head:]):
+            self._inner.data_received(data)
+
+    def _scan(self, data: memoryview) -> bool:
+        pos, end = 0, len(data)
+        header = self._header
+        while pos < end:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                continue
+            need = _header_size(header)
+            take = min(need - len(header), end - pos)
+            header += data[pos : pos + take]
+            pos += take
+            if len(header) >= 2 and not header[1] & 0x80:
+                self._violation()
+                return False
+            if len(header) == _header_size(header):
+                self._skip = _payload_size(header)
+                header.clear()
+        return True
+
+    def _violation(self) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            # A close frame with 1002, then the end of the connection.
+            transport.write(b"\x88\x1a\x03\xea" + b"frame from client unmasked")
+            transport.close()
+
+
+def _header_size(header: bytearray) -> int:
+    """The size of a client frame's header, as far as the bytes so far tell (at least 2)."""
+    if len(header) < 2:
+        return 2
+    length = header[1] & 0x7F
+    return 2 + (2 if length == 126 else 8 if length == 127 else 0) + 4
+
+
+def _payload_size(header: bytearray) -> int:
+    length = header[1] & 0x7F
+    if length == 126:
+        return int.from_bytes(header[2:4], "big")
+    if length == 127:
+        return int.from_bytes(header[2:10], "big")
+    return length
 
 
 # -- client ---------------------------------------------------------------------------
@@ -171,7 +292,9 @@ async def connect(
         raise
     target = url.split("://", 1)[-1]
     path = "/" + target.split("/", 1)[1] if "/" in target else "/"
-    sock = AiohttpSocket(ws, Request("GET", path, Headers(headers)), session)
+    # aiohttp does not publish the client's transport; its writer holds it.
+    transport = getattr(getattr(ws, "_writer", None), "transport", None)
+    sock = AiohttpSocket(ws, Request("GET", path, Headers(headers)), transport, session)
     sock.receiver = receiver
     # aiohttp needs a task to read; the socket owns it.
     sock._reader = asyncio.get_running_loop().create_task(sock.read_loop())

@@ -48,6 +48,10 @@ class Receiver(Protocol):
         """The socket's buffer drained below its low-water mark."""
         ...
 
+    def control_sent(self, pending: int) -> None:
+        """The socket wrote a control frame on its own (a pong); ``pending`` bytes wait."""
+        ...
+
 
 class Socket(Protocol):
     """What the engine needs from a WebSocket connection."""

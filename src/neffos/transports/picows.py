@@ -31,21 +31,38 @@ except ImportError as exc:  # pragma: no cover - picows is a dependency
 from .._http import HttpFront, Request
 from ..errors import DialError
 from .base import Endpoint, Receiver, peer_of
+from .messages import Assembler, ProtocolViolation, is_valid_close_code
 
 if TYPE_CHECKING:
     from picows import WSFrame
 
 NAME = "picows"
 
-# A LoggerAdapter, not a Logger: picows then logs through it as is instead of
-# creating a child Logger object per connection.
-_log = logging.LoggerAdapter(logging.getLogger("neffos.transports.picows"), {})
+
+class _PicowsLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """picows' log in neffos terms.
+
+    picows logs every connection and disconnection at INFO and the peer's
+    protocol errors at ERROR. Here those are the peer's doing or routine, so
+    they go to DEBUG; only exceptions with a traceback (bugs) keep their level.
+    An adapter, not a Logger: picows then logs through it as is instead of
+    creating a child Logger object per connection.
+    """
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if not kwargs.get("exc_info"):
+            level = min(level, logging.DEBUG)
+        if self.logger.isEnabledFor(level):
+            self.logger.log(level, msg, *args, **kwargs)
+
+
+_log = _PicowsLog(logging.getLogger("neffos.transports.picows"), {})
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _CONTINUATION = WSMsgType.CONTINUATION
+_PING = WSMsgType.PING
 _PONG = WSMsgType.PONG
 _CLOSE = WSMsgType.CLOSE
-_CLOSE_CODES = {c.value for c in WSCloseCode}
 #: small initial read buffer: it grows on demand, and idle connections stay cheap
 _READ_BUFFER = 2048
 
@@ -54,11 +71,9 @@ class PicowsSocket(WSListener):
     """A neffos Socket on top of a picows connection."""
 
     __slots__ = (
+        "_assembler",
         "_buffered",
         "_endpoint",
-        "_frag",
-        "_frag_binary",
-        "_max_size",
         "_send",
         "_ws",
         "receiver",
@@ -76,9 +91,7 @@ class PicowsSocket(WSListener):
         self._ws: WSTransport | None = None
         self._send: Any = None
         self._buffered: Any = None
-        self._max_size = max_size
-        self._frag: bytearray | None = None
-        self._frag_binary = False
+        self._assembler = Assembler(max_size)  # fragments and the data-frame rules
 
     # -- picows callbacks --------------------------------------------------------
 
@@ -98,37 +111,48 @@ class PicowsSocket(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
-        if msg_type is _TEXT or msg_type is _BINARY:
-            if frame.fin:
+        try:
+            if msg_type is _TEXT or msg_type is _BINARY:
+                binary = msg_type is _BINARY
+                data = self._assembler.data(
+                    frame.get_payload_as_bytes(), binary, frame.fin,
+                    frame.rsv1 or frame.rsv2 or frame.rsv3,
+                )
+                receiver = self.receiver
+                if data is not None and receiver is not None:
+                    receiver.feed(data, binary)
+            elif msg_type is _CONTINUATION:
+                message = self._assembler.continuation(
+                    frame.get_payload_as_bytes(), frame.fin, frame.rsv1 or frame.rsv2 or frame.rsv3
+                )
+                receiver = self.receiver
+                if message is not None and receiver is not None:
+                    receiver.feed(*message)
+            elif msg_type is _PING:
+                # Answered here, not by picows, so that pongs count against
+                # send_buffer like everything else we write.
+                transport.send_pong(frame.get_payload_as_bytes())
                 receiver = self.receiver
                 if receiver is not None:
-                    receiver.feed(frame.get_payload_as_bytes(), msg_type is _BINARY)
-            else:
-                self._frag = bytearray(frame.get_payload_as_memoryview())
-                self._frag_binary = msg_type is _BINARY
-        elif msg_type is _CONTINUATION:
-            frag = self._frag
-            if frag is None:
-                self.close(1002, "unexpected continuation frame")
-                return
-            frag += frame.get_payload_as_memoryview()
-            if len(frag) > self._max_size:
-                self._frag = None
-                self.close(1009, "message too big")
-                return
-            if frame.fin:
-                self._frag = None
+                    receiver.control_sent(self._buffered())
+            elif msg_type is _PONG:
                 receiver = self.receiver
                 if receiver is not None:
-                    receiver.feed(bytes(frag), self._frag_binary)
-        elif msg_type is _PONG:
-            receiver = self.receiver
-            if receiver is not None:
-                receiver.alive()
-        elif msg_type is _CLOSE:
-            code = frame.get_close_code()
-            transport.send_close(code if code.value in _CLOSE_CODES else WSCloseCode.OK)
-            transport.disconnect()
+                    receiver.alive()
+            elif msg_type is _CLOSE:
+                self._peer_closed(transport, frame)
+        except ProtocolViolation as exc:
+            _log.debug("closing: %s", exc.reason)
+            self._close_now(exc.code, exc.reason)
+
+    def _peer_closed(self, transport: WSTransport, frame: WSFrame) -> None:
+        # picows checked the reason's UTF-8 and most codes; the rest of RFC 6455 §7.4.
+        code = frame.get_close_code()
+        if frame.payload_size and not is_valid_close_code(code.value):
+            raise ProtocolViolation(1002, f"invalid close code {code.value}")
+        if not transport.is_close_frame_sent:
+            transport.send_close(code if frame.payload_size else WSCloseCode.OK)
+        transport.disconnect()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         receiver = self.receiver
@@ -155,12 +179,14 @@ class PicowsSocket(WSListener):
             self._ws.send_ping()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
+        self._close_now(code if is_valid_close_code(code) else 1000, reason)
+
+    def _close_now(self, code: int, reason: str) -> None:
         ws = self._ws
         if ws is None or ws.is_disconnected:
             return
         if not ws.is_close_frame_sent:
-            close_code = WSCloseCode(code) if code in _CLOSE_CODES else WSCloseCode.OK
-            ws.send_close(close_code, reason.encode()[:120])
+            ws.send_close(WSCloseCode(code), reason.encode()[:120])
         ws.disconnect()
 
     @property
@@ -201,7 +227,7 @@ def upgrade(
         20.0,
         20.0,
         WSAutoPingStrategy.PING_WHEN_IDLE,
-        True,  # answer pings
+        False,  # pongs: answered in on_ws_frame, through the send-buffer check
         max_size,
         None,
         _READ_BUFFER,
@@ -238,6 +264,8 @@ async def connect(
             url,
             extra_headers=headers,
             websocket_handshake_timeout=timeout,
+            logger_name=_log,
+            enable_auto_pong=False,  # answered in on_ws_frame
             max_frame_size=max_message_size,
             read_buffer_init_size=_READ_BUFFER,
             max_redirects=0,

@@ -27,12 +27,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .._http import Headers, HttpFront, Request
 from ..errors import DialError
 from .base import Endpoint, Receiver, peer_of
+from .messages import Assembler, ProtocolViolation
 
 NAME = "websockets"
 
 _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY
 _CONT = Opcode.CONT
+_PING = Opcode.PING
 _PONG = Opcode.PONG
 
 
@@ -40,8 +42,7 @@ class WebsocketsSocket(asyncio.Protocol):
     """A neffos Socket on top of websockets' sans-I/O protocol."""
 
     __slots__ = (
-        "_frag",
-        "_frag_binary",
+        "_assembler",
         "_handshake",
         "_headers",
         "_proto",
@@ -56,14 +57,14 @@ class WebsocketsSocket(asyncio.Protocol):
         self,
         proto: ServerProtocol | ClientProtocol,
         request: Request | None,
+        max_size: int,
         headers: list[tuple[str, str]] | None = None,
     ) -> None:
         self.receiver: Receiver | None = None
         self.request = request
         self._proto = proto
         self._transport: asyncio.Transport | None = None
-        self._frag: list[bytes] | None = None
-        self._frag_binary = False
+        self._assembler = Assembler(max_size)  # UTF-8 and the size of a message
         self._headers = headers
         self._handshake: asyncio.Future[None] | None = None
 
@@ -123,30 +124,38 @@ class WebsocketsSocket(asyncio.Protocol):
             transport.close()
 
     def _handle(self, events: list[Any]) -> None:
+        # websockets already checked RSV bits, masking, control frames and the
+        # order of fragments; the assembler adds UTF-8 and the size of a message.
+        assembler = self._assembler
         for event in events:
             if isinstance(event, WSResponse):
                 self._handshake_done()
                 continue
             opcode = event.opcode
             receiver = self.receiver
-            if opcode is _TEXT or opcode is _BINARY:
-                if event.fin:
-                    if receiver is not None:
-                        receiver.feed(bytes(event.data), opcode is _BINARY)
-                else:
-                    self._frag = [event.data]
-                    self._frag_binary = opcode is _BINARY
-            elif opcode is _CONT:
-                if self._frag is None:
-                    continue
-                self._frag.append(event.data)
-                if event.fin:
-                    data = b"".join(self._frag)
-                    self._frag = None
-                    if receiver is not None:
-                        receiver.feed(data, self._frag_binary)
-            elif opcode is _PONG and receiver is not None:
-                receiver.alive()
+            try:
+                if opcode is _TEXT or opcode is _BINARY:
+                    binary = opcode is _BINARY
+                    data = assembler.data(bytes(event.data), binary, event.fin, False)
+                    if data is not None and receiver is not None:
+                        receiver.feed(data, binary)
+                elif opcode is _CONT:
+                    message = assembler.continuation(bytes(event.data), event.fin, False)
+                    if message is not None and receiver is not None:
+                        receiver.feed(*message)
+                elif opcode is _PING and receiver is not None:
+                    # websockets answered it already: count the pong as written.
+                    transport = self._transport
+                    if transport is not None:
+                        receiver.control_sent(transport.get_write_buffer_size())
+                elif opcode is _PONG and receiver is not None:
+                    receiver.alive()
+            except ProtocolViolation as exc:
+                self._proto.fail(exc.code, exc.reason)
+                self._flush()
+                if self._transport is not None:
+                    self._transport.close()
+                return
 
     def _handshake_done(self) -> None:
         fut = self._handshake
@@ -208,8 +217,9 @@ def upgrade(
 ) -> None:
     """Hand a TCP connection whose request head HttpFront read over to websockets."""
     request.remote_address = peer_of(transport)
-    proto = ServerProtocol(max_size=endpoint.max_message_size)
-    sock = WebsocketsSocket(proto, request)
+    max_size = endpoint.max_message_size
+    proto = ServerProtocol(max_size=max_size)
+    sock = WebsocketsSocket(proto, request, max_size)
     transport.set_protocol(sock)
     sock.connection_made(transport)
     proto.receive_data(head)
@@ -245,7 +255,9 @@ async def connect(
         raise DialError(str(exc)) from exc
     target = uri.resource_name
     request = Request("GET", target, Headers(headers))
-    sock = WebsocketsSocket(ClientProtocol(uri, max_size=max_message_size), request, headers)
+    sock = WebsocketsSocket(
+        ClientProtocol(uri, max_size=max_message_size), request, max_message_size, headers
+    )
     loop = asyncio.get_running_loop()
     sock._handshake = loop.create_future()
     sock.receiver = receiver

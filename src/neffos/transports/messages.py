@@ -1,0 +1,121 @@
+"""Reassembly of fragmented WebSocket messages, with the RFC 6455 rules on data frames.
+
+The WebSocket libraries check frame headers (masking, control frame sizes,
+opcodes) but leave some rules of data messages to their user, differently per
+library. :class:`Assembler` applies them the same way on every transport:
+
+* a text message must be valid UTF-8, checked as fragments arrive (close 1007);
+* no RSV bit may be set, since no extension is negotiated (close 1002);
+* a continuation frame needs a message to continue, and a new text or binary
+  frame may not start inside a fragmented message (close 1002);
+* a message may not grow past ``max_size`` bytes (close 1009).
+
+It is sans-I/O: frames in, complete messages out, :class:`ProtocolViolation`
+when the peer broke a rule.
+"""
+
+from __future__ import annotations
+
+import codecs
+
+__all__ = ["Assembler", "ProtocolViolation", "is_valid_close_code", "is_valid_utf8"]
+
+
+class ProtocolViolation(Exception):
+    """The peer broke the WebSocket protocol: close with ``code`` and ``reason``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+def is_valid_utf8(data: bytes | bytearray | memoryview) -> bool:
+    """Whether ``data`` is valid UTF-8 (the text frame rule, RFC 6455 §8.1)."""
+    if isinstance(data, bytes) and data.isascii():
+        return True
+    try:
+        codecs.decode(data, "utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def is_valid_close_code(code: int) -> bool:
+    """Whether a peer may send ``code`` in a close frame (RFC 6455 §7.4)."""
+    return code in _DEFINED_CLOSE_CODES or 3000 <= code <= 4999
+
+
+# 1004 is reserved; 1005, 1006 and 1015 must never be sent on the wire.
+_DEFINED_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
+                                  1013, 1014})
+
+
+class Assembler:
+    """Turns the data frames of one connection into complete messages."""
+
+    __slots__ = ("_binary", "_decoder", "_parts", "_size", "max_size")
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._parts: list[bytes] | None = None  # fragments of the message in progress
+        self._binary = False
+        self._size = 0
+        self._decoder: codecs.IncrementalDecoder | None = None  # text in progress
+
+    def data(self, payload: bytes, binary: bool, fin: bool, rsv: bool) -> bytes | None:
+        """A text (``binary`` false) or binary frame; returns the message if ``fin``.
+
+        Raises:
+            ProtocolViolation: RSV bits set, a message already in progress, or
+                invalid UTF-8 in a text message.
+        """
+        if rsv:
+            raise ProtocolViolation(1002, "reserved bits set without an extension")
+        if self._parts is not None:
+            raise ProtocolViolation(1002, "a new message inside a fragmented message")
+        if fin:
+            if not binary and not is_valid_utf8(payload):
+                raise ProtocolViolation(1007, "invalid UTF-8 in a text message")
+            return payload
+        self._parts = [payload]
+        self._binary = binary
+        self._size = len(payload)
+        if not binary:
+            self._decoder = codecs.getincrementaldecoder("utf-8")()
+            self._check_text(payload, False)
+        return None
+
+    def continuation(self, payload: bytes, fin: bool, rsv: bool) -> tuple[bytes, bool] | None:
+        """A continuation frame; returns ``(message, binary)`` when it completes one.
+
+        Raises:
+            ProtocolViolation: RSV bits set, no message to continue, the message
+                grew past ``max_size``, or invalid UTF-8 in a text message.
+        """
+        if rsv:
+            raise ProtocolViolation(1002, "reserved bits set without an extension")
+        parts = self._parts
+        if parts is None:
+            raise ProtocolViolation(1002, "a continuation frame without a message")
+        self._size += len(payload)
+        if self._size > self.max_size:
+            self._parts = None
+            raise ProtocolViolation(1009, "message too big")
+        parts.append(payload)
+        if not self._binary:
+            self._check_text(payload, fin)
+        if not fin:
+            return None
+        self._parts = None
+        self._decoder = None
+        return b"".join(parts), self._binary
+
+    def _check_text(self, payload: bytes, final: bool) -> None:
+        decoder = self._decoder
+        assert decoder is not None
+        try:
+            decoder.decode(payload, final)
+        except UnicodeDecodeError:
+            self._parts = None
+            raise ProtocolViolation(1007, "invalid UTF-8 in a text message") from None
