@@ -86,15 +86,17 @@ async def test_two_servers_one_bus(kind: str) -> None:
             assert ", 0 lost, " in await server.expect("bus: ")
 
 
-async def test_server_without_broker_fails_cleanly() -> None:
+@pytest.mark.parametrize("kind", ["redis", "nats"])
+async def test_server_without_broker_fails_cleanly(kind: str) -> None:
     from helpers.brokers import free_port
 
+    address = f"127.0.0.1:{free_port()}" if kind == "redis" else f"nats://127.0.0.1:{free_port()}"
     async with programs() as run:
-        server = await run.start(
-            "scale_out/server", "--port", "0", "--redis", f"127.0.0.1:{free_port()}"
-        )
+        server = await run.start("scale_out/server", "--port", "0", f"--{kind}", address)
+        # within the exchange's dial timeout (5 s), not forever
         _, err = await server.finish(expect_code=1)
-    assert err.startswith("error: cannot reach Redis"), err
+    name = "Redis" if kind == "redis" else "NATS"
+    assert err.startswith(f"error: cannot reach {name}"), err
     assert "Traceback" not in err
 
 

@@ -76,6 +76,14 @@ async def test_redis_cluster_seeds_fall_over_to_a_live_node() -> None:
             await _node(RedisStackExchange(dead, channel_prefix="S", dial_timeout=1 * UNIT))
 
 
+async def test_an_unreachable_nats_fails_within_the_dial_timeout() -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ConnectionError, match=r"cannot reach NATS .* within 0\.5s"):
+        await _node(NatsStackExchange(url, subject_prefix="S", dial_timeout=0.5))
+    assert asyncio.get_running_loop().time() - started < 5 * UNIT
+
+
 @pytest.mark.parametrize(
     ("module", "blocked", "extra"),
     [

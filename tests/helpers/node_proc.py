@@ -83,10 +83,7 @@ def make_exchange(args: argparse.Namespace) -> StackExchange:
         return RedisStackExchange(args.url, channel_prefix=args.prefix)
     from neffos.exchange.nats import NatsStackExchange
 
-    options: dict[str, Any] = {}
-    if args.nats_pending_size is not None:
-        options["pending_size"] = args.nats_pending_size
-    return NatsStackExchange(args.url, subject_prefix=args.prefix, options=options)
+    return NatsStackExchange(args.url, subject_prefix=args.prefix)
 
 
 def stats_of(server: neffos.Server, exchange: StackExchange) -> dict[str, Any]:
@@ -149,8 +146,6 @@ async def main() -> None:
     parser.add_argument("--url", required=True, help="redis host:port, or a nats:// URL")
     parser.add_argument("--prefix", default="neffos", help="channel/subject prefix")
     parser.add_argument("--name", default="node")
-    parser.add_argument("--nats-pending-size", type=int, default=None,
-                        help="nats-py pending_size (buffer used while reconnecting)")
     args = parser.parse_args()
 
     handler = LineHandler()

@@ -7,8 +7,10 @@ Payloads are raw neffos frames.
 One node holds one NATS connection whatever the number of WebSocket clients,
 opened with *no echo*: the node never receives its own publications (it delivers
 to its local clients directly). nats-py reconnects on its own and restores the
-subscriptions; publications made while disconnected wait in its buffer (and are
-counted as lost if the buffer overflows).
+subscriptions. Publications made while the connection is down are dropped and
+counted in ``stats.publish_failed`` (pub/sub is at-most-once): handing them to
+nats-py's reconnect buffer would only replay them later to whichever nodes
+happen to have resubscribed by then, without anyone knowing what was lost.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections import deque
 from typing import Any
 
 try:
-    import nats
+    from nats.aio.client import Client as NatsClient
     from nats.errors import Error as NatsError
     from nats.errors import SlowConsumerError
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -47,7 +49,9 @@ class NatsStackExchange(StackExchange):
         subject_prefix: the prefix every node of the application must share
             (Go's ``SubjectPrefix``, default ``neffos``).
         options: extra keyword arguments for ``nats.connect`` (credentials,
-            TLS, ``reconnect_time_wait``, ``pending_size``...).
+            TLS, ``reconnect_time_wait``...).
+        dial_timeout: seconds to reach a server at start; past it, ``start``
+            (and so ``Server.listen``) raises ``ConnectionError``.
     """
 
     echoes_own = False
@@ -58,9 +62,11 @@ class NatsStackExchange(StackExchange):
         *,
         subject_prefix: str = "neffos",
         options: dict[str, Any] | None = None,
+        dial_timeout: float = 5.0,
     ) -> None:
         super().__init__()
         self.prefix = subject_prefix
+        self.dial_timeout = dial_timeout
         self.servers = [u.strip() for u in url.split(",") if u.strip()]
         self._options = dict(options or {})
         self._nc: Any = None
@@ -73,6 +79,7 @@ class NatsStackExchange(StackExchange):
         self._tasks: list[asyncio.Task[None]] = []
         self._warned: set[str] = set()
         self._closing = False
+        self._lost_in_outage = 0  # publications dropped since the connection went down
 
     def __repr__(self) -> str:
         return f"NatsStackExchange({','.join(self.servers)!r}, subject_prefix={self.prefix!r})"
@@ -114,12 +121,16 @@ class NatsStackExchange(StackExchange):
             log.debug("NATS: %s", exc)
 
         async def on_disconnect() -> None:
-            if not self._closing:
+            if not self._closing and self._nc is not None:  # not a failed first attempt
                 log.warning("lost the NATS connection; reconnecting")
 
         async def on_reconnect() -> None:
             self.stats.reconnects += 1
-            log.warning("reconnected to NATS; %d subscriptions restored", len(self._subs))
+            lost, self._lost_in_outage = self._lost_in_outage, 0
+            log.warning(
+                "reconnected to NATS; %d subscriptions restored, %d publication(s) lost meanwhile",
+                len(self._subs), lost,
+            )
 
         options: dict[str, Any] = {
             "servers": self.servers,
@@ -133,10 +144,21 @@ class NatsStackExchange(StackExchange):
             "reconnected_cb": on_reconnect,
         }
         options.update(self._options)
+        nc = NatsClient()
         try:
-            self._nc = await nats.connect(**options)
-        except _ERRORS as exc:
-            raise ConnectionError(f"cannot reach NATS ({', '.join(self.servers)}): {exc}") from exc
+            # nats-py retries an unreachable server forever (we allow it to
+            # reconnect forever later): the first connection has a deadline.
+            async with asyncio.timeout(self.dial_timeout):
+                await nc.connect(**options)
+        except (*_ERRORS, TimeoutError) as exc:
+            reason = nc.last_error or exc
+            with contextlib.suppress(*_ERRORS):
+                await nc.close()
+            raise ConnectionError(
+                f"cannot reach NATS ({', '.join(self.servers)}) within {self.dial_timeout}s: "
+                f"{reason or type(exc).__name__}"
+            ) from exc
+        self._nc = nc
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._publish_loop()),
@@ -219,13 +241,21 @@ class NatsStackExchange(StackExchange):
             nc = self._nc
             while self._queue:
                 channel, payload = self._queue.popleft()
+                if not nc.is_connected:
+                    self._lost()
+                    continue
                 try:
                     # Buffered by nats-py (also while it reconnects); rarely awaits.
                     await nc.publish(channel, payload)
                 except _ERRORS as exc:
-                    self.stats.publish_failed += 1
-                    if self.stats.publish_failed == 1 or self.stats.publish_failed % 1000 == 0:
-                        log.warning("NATS publish failed (%s): %d message(s) lost in total",
-                                    exc, self.stats.publish_failed)
+                    log.debug("NATS publish failed: %s", exc)
+                    self._lost()
                     continue
                 self.stats.published += 1
+
+    def _lost(self) -> None:
+        self.stats.publish_failed += 1
+        self._lost_in_outage += 1
+        total = self.stats.publish_failed
+        if self._lost_in_outage == 1 or not total % 1000:
+            log.warning("NATS is unreachable: publications are lost (%d in total)", total)

@@ -15,6 +15,7 @@ is expected back exactly once, and that one arrival is dropped. Publications on
 unconfirmed channels (a subscription still in flight) expect nothing, failed
 ones are forgotten, and every expectation is dropped when the subscriber
 reconnects, so a stale one can never swallow another node's identical message.
+After a reconnection every pattern is unconfirmed again until Redis says so.
 Only exact channel matches are delivered (a glob character in a name is taken
 literally), so no client gets a message twice through two patterns.
 """
@@ -166,6 +167,12 @@ class RedisStackExchange(StackExchange):
                     await client.ping()
                     pubsub = client.pubsub()
                     if self._patterns:
+                        # Redis applies these before we read its confirmations:
+                        # publications on them wait until then (see _publish_loop),
+                        # or their echoes would not be expected and come back to
+                        # our own clients a second time.
+                        for pattern in self._patterns:
+                            self._change(pattern)
                         await pubsub.psubscribe(*self._patterns)
                     if self._channels:
                         await pubsub.subscribe(*self._channels)
@@ -180,6 +187,8 @@ class RedisStackExchange(StackExchange):
                 return client, pubsub
             except _ERRORS as exc:
                 error = exc
+                self._inflight.clear()  # nothing will confirm them on this client
+                self._settled.set()
                 await client.aclose()
         raise ConnectionError(f"cannot reach Redis ({', '.join(self._seeds)}): {error}")
 
