@@ -111,7 +111,8 @@ class Broker:
             args = [self.binary, "-a", "127.0.0.1", "-p", str(self.port),
                     "-m", str(self.monitor_port)]
         self.proc = await asyncio.create_subprocess_exec(
-            *args, *self.extra_args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            *args, *self.extra_args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         assert self.proc.stdout is not None
         seen = b""
