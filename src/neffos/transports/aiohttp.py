@@ -27,12 +27,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .._http import Headers, HttpFront, Request
 from ..errors import DialError
 from .base import Endpoint, Receiver, peer_of
-from .messages import is_valid_utf8
+from .messages import is_valid_close_code, is_valid_utf8
 
 NAME = "aiohttp"
 
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
+_ENDED = frozenset({WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
 _OP_TEXT, _OP_BINARY, _OP_PING, _OP_PONG = 0x1, 0x2, 0x9, 0xA
 
 
@@ -92,11 +93,12 @@ class AiohttpSocket:
     async def read_loop(self) -> None:
         ws = self._ws
         try:
-            async for msg in ws:
+            while True:
+                msg = await ws.receive()
                 receiver = self.receiver
-                if receiver is None:
-                    break
                 kind = msg.type
+                if receiver is None or kind in _ENDED:
+                    break
                 if kind is _TEXT:
                     if not is_valid_utf8(msg.data):
                         await ws.close(code=1007, message=b"invalid UTF-8 in a text message")
@@ -108,6 +110,11 @@ class AiohttpSocket:
                     receiver.control_sent(self._write(_OP_PONG, bytes(msg.data)))
                 elif kind is WSMsgType.PONG:
                     receiver.alive()
+                elif kind is WSMsgType.CLOSE:
+                    # aiohttp lets 1006 and codes from 5000 through (RFC 6455 §7.4).
+                    code = msg.data or 1000  # 0: a close frame without a code
+                    await ws.close(code=code if is_valid_close_code(code) else 1002)
+                    break
         finally:
             receiver = self.receiver
             self.receiver = None
@@ -160,6 +167,7 @@ def upgrade(
     async def handle(http_request: web.BaseRequest) -> web.StreamResponse:
         ws = web.WebSocketResponse(
             autoping=False,
+            autoclose=False,
             compress=False,
             max_msg_size=endpoint.max_message_size,
             decode_text=False,
@@ -279,6 +287,7 @@ async def connect(
             url,
             headers=headers,
             autoping=False,
+            autoclose=False,
             compress=0,
             max_msg_size=max_message_size,
             decode_text=False,
