@@ -101,6 +101,7 @@ async def test_chat_over_a_redis_cluster_survives_a_killed_node() -> None:
     """Two servers, every cluster node on both seed lists; the node they use dies mid-chat."""
     async with redis_cluster() as cluster:
         servers: list[neffos.Server] = []
+        listeners: list[neffos.Listener] = []
         clients: list[neffos.Conn] = []
         got = {"kim": Recorder(), "lee": Recorder()}
         try:
@@ -112,7 +113,8 @@ async def test_chat_over_a_redis_cluster_survives_a_killed_node() -> None:
                     dial_timeout=1 * UNIT, max_reconnect_delay=0.2 * UNIT,
                 ))
                 servers.append(server)
-                urls.append((await server.listen()).url)
+                listeners.append(await server.listen())
+                urls.append(listeners[-1].url)
             for name, url in zip(got, urls, strict=True):
                 client = await neffos.dial(url, {"chat": {
                     "say": lambda ns, m, rec=got[name]: rec.add(m.text),
@@ -151,6 +153,8 @@ async def test_chat_over_a_redis_cluster_survives_a_killed_node() -> None:
         finally:
             for client in clients:
                 await client.aclose()
+            for listener in listeners:
+                await listener.close()
             for server in servers:
                 await server.close()
 

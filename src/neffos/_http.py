@@ -15,7 +15,7 @@ import logging
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
-from typing import Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 __all__ = [
     "Headers",
@@ -28,6 +28,7 @@ __all__ = [
     "canonical_header_key",
     "handshake_problem",
     "has_forbidden_characters",
+    "serve_front",
 ]
 
 log = logging.getLogger("neffos.server")
@@ -272,6 +273,9 @@ def http_response(status: int, headers: list[tuple[str, str]], body: bytes) -> b
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+_E = TypeVar("_E", bound=Router)
+
+
 class HttpFront(asyncio.Protocol):
     """Reads one HTTP request head, answers it or hands the connection over."""
 
@@ -346,6 +350,22 @@ class HttpFront(asyncio.Protocol):
         if transport is not None:
             transport.write(http_response(status, headers, body))
             transport.close()
+
+
+async def serve_front(
+    endpoint: _E,
+    upgrade: Callable[[_E, asyncio.Transport, bytes, Request], None],
+    host: str,
+    port: int,
+    **options: Any,
+) -> asyncio.Server:
+    """Listen on ``host:port``: each connection gets an :class:`HttpFront` for ``endpoint``,
+    which hands upgrades to ``upgrade(endpoint, transport, head, request)``."""
+
+    def front() -> HttpFront:
+        return HttpFront(endpoint, lambda tcp, head, request: upgrade(endpoint, tcp, head, request))
+
+    return await asyncio.get_running_loop().create_server(front, host, port, **options)
 
 
 def _parse_head(head: bytes, transport: asyncio.BaseTransport) -> Request:

@@ -11,15 +11,12 @@ connection closes, every pending ask fails at once with
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-from .errors import AskTimeout, ConnectionClosed, TooManyPendingAsks, WriteClosed
+from .errors import AskTimeout, ConnectionClosed, NeffosError, TooManyPendingAsks, WriteClosed
 from .processing import OrderedProcessing, hand_off
-from .protocol import Message, TokenGenerator, is_binary_frame, serialize
-
-if TYPE_CHECKING:
-    from .config import Config
+from .protocol import Message, is_binary_frame, serialize
 
 __all__ = ["Asks", "ServerAsks", "answer_within"]
 
@@ -48,24 +45,13 @@ async def answer_within(fut: Awaitable[_R], timeout: float | None) -> _R:
 
 
 class Asks(OrderedProcessing):
-    """A layer of :class:`~neffos.Conn`: asks and system requests sent to the peer."""
+    """A layer of :class:`~neffos.Conn`: asks sent to the peer, and their answers."""
 
-    __slots__ = ("_holding", "_waiters")
+    __slots__ = ("_waiters",)
 
-    if TYPE_CHECKING:
-        # provided by Conn
-        _cfg: Config
-        _loop: asyncio.AbstractEventLoop
-        _tokens: TokenGenerator
-
-        def can_write(self, msg: Message) -> bool: ...
-        def _send(self, data: bytes, binary: bool) -> bool: ...
-        def _check_open(self) -> None: ...
-
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *args: Any) -> None:  # ConnBase's arguments
+        super().__init__(*args)
         self._waiters: dict[str, asyncio.Future[Message]] | None = None  # pending, by token
-        self._holding: set[str] | None = None  # tokens whose answer holds processing
 
     async def ask(self, msg: Message, *, timeout: float | None = None) -> Message:
         """Send ``msg`` with a wait token and return the peer's answer.
@@ -85,38 +71,36 @@ class Asks(OrderedProcessing):
         self._check_open()
         if not self.can_write(msg):
             raise WriteClosed()
-        waiters = self._waiters
-        if waiters is None:
-            waiters = self._waiters = {}
-        if len(waiters) >= self._cfg.max_pending_asks:
-            raise TooManyPendingAsks(f"{len(waiters)} asks are already pending")
-        token = self._tokens()
-        fut: asyncio.Future[Message] = self._loop.create_future()
-        waiters[token] = fut
-        try:
+        pending = len(self._waiters) if self._waiters else 0
+        if pending >= self._cfg.max_pending_asks:
+            raise TooManyPendingAsks(f"{pending} asks are already pending")
+
+        def frame_for(token: str) -> tuple[bytes, bool]:
             data = serialize(msg.copy(wait=token, from_explicit=""))
-            if not self._send(data, is_binary_frame(data, msg.set_binary)):
-                raise WriteClosed()
-            hand_off()
-            reply = await fut if timeout is None else await answer_within(fut, timeout)
-        finally:
-            waiters.pop(token, None)
+            return data, is_binary_frame(data, msg.set_binary)
+
+        reply = await self._send_and_wait(frame_for, timeout, WriteClosed)
         if reply.err is not None:
             raise reply.err
         return reply
 
-    async def _request(
-        self, request: Message, timeout: float | None, *, hold: bool = False
+    async def _send_and_wait(
+        self,
+        frame_for: Callable[[str], tuple[bytes, bool]],
+        timeout: float | None,
+        unwritten: type[NeffosError],
+        *,
+        hold: bool = False,
     ) -> Message:
-        """Send a system request (connect/join/leave/disconnect) and return the answer.
+        """Write the frame ``frame_for(token)`` makes, and wait for its answer.
 
         With ``hold``, processing of the frames that follow the answer is held
-        from the moment it arrives: when this returns, the caller must apply the
-        answer and then call :meth:`_release` (in a ``finally``).
+        from the moment it arrives: when this returns, the caller must apply
+        the answer and then call :meth:`_release` (see :mod:`neffos.processing`).
 
         Raises:
-            ConnectionClosed: the request could not be written, or the
-                connection closed before the answer.
+            unwritten: the frame could not be written.
+            ConnectionClosed: the connection closed before the answer.
             AskTimeout: no answer within ``timeout`` seconds.
         """
         waiters = self._waiters
@@ -125,26 +109,21 @@ class Asks(OrderedProcessing):
         token = self._tokens()
         fut: asyncio.Future[Message] = self._loop.create_future()
         waiters[token] = fut
-        holding = None
         if hold:
-            holding = self._holding
-            if holding is None:
-                holding = self._holding = set()
-            holding.add(token)
+            self._hold_on(token)
         try:
-            data = serialize(request.copy(wait=token))
-            if not self._send(data, False):
-                raise ConnectionClosed()
+            if not self.write_encoded(*frame_for(token)):
+                raise unwritten()
             hand_off()
-            return await answer_within(fut, timeout)
+            return await fut if timeout is None else await answer_within(fut, timeout)
         except BaseException:
-            if holding is not None and token not in holding:
+            if hold and self._forget_hold(token):
                 self._release()  # answered (hold taken), then interrupted
             raise
         finally:
             waiters.pop(token, None)
-            if holding is not None:
-                holding.discard(token)
+            if hold:
+                self._forget_hold(token)
 
     def _resolve_answer(self, msg: Message) -> bool:
         """Hand ``msg`` to the ask waiting for its token; ``False`` if it answers nothing."""
@@ -155,10 +134,7 @@ class Asks(OrderedProcessing):
         if waiters:
             fut = waiters.pop(wait, None)
             if fut is not None and not fut.done():
-                holding = self._holding
-                if holding and wait in holding:
-                    holding.discard(wait)
-                    self._hold()
+                self._answer_arrived(wait)
                 fut.set_result(msg)
                 return True
         return self._resolve_other_answer(msg)
@@ -174,7 +150,6 @@ class Asks(OrderedProcessing):
     def _fail_asks(self) -> None:
         """Fail every pending ask with ConnectionClosed (the connection closed)."""
         waiters, self._waiters = self._waiters, None
-        self._holding = None
         if waiters:
             for fut in waiters.values():
                 if not fut.done():

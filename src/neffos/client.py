@@ -156,7 +156,7 @@ class ClientConn(Dispatcher):
                     if "" not in self._namespaces:
                         self._add_namespace(NSConn(self, "", self.handler.namespaces[""]))
                 else:
-                    self._send(ACK_HELLO, False)
+                    sock.send(ACK_HELLO, False)  # the one frame before the handshake
                     self.id = await fut
         except TimeoutError as exc:
             self._abandon_socket()
@@ -170,6 +170,14 @@ class ClientConn(Dispatcher):
         interval = self._cfg.ping_interval
         if interval and self._sweeper is None:
             self._sweeper = self._loop.create_task(self._sweep(interval))
+
+    async def _first_open(self) -> None:
+        """The dial: one attempt; a connection that never opened is closed for good."""
+        try:
+            await self._open(0)
+        except BaseException:
+            self._closed = True
+            raise
 
     def _abandon_socket(self) -> None:
         sock = self.socket
@@ -201,10 +209,10 @@ class ClientConn(Dispatcher):
             if self._online and self._acked:
                 self.heartbeat()
 
-    def _send(self, data: bytes, binary: bool) -> bool:
+    def write_encoded(self, data: bytes, binary: bool) -> bool:
         if not self._online:
             return False
-        return super()._send(data, binary)
+        return super().write_encoded(data, binary)
 
     # -- losing the connection -----------------------------------------------------
 
@@ -418,9 +426,5 @@ async def _dial(
     header_list = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
     policy = Reconnect() if reconnect is True else (reconnect or None)
     conn = ClientConn(url, compiled, cfg, connector, header_list, timeout, policy)
-    try:
-        await conn._open(0)
-    except BaseException:
-        conn._closed = True
-        raise
+    await conn._first_open()
     return conn

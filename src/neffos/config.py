@@ -63,9 +63,6 @@ class Tasks:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the running tasks, then cancel the rest."""
         tasks = [t for t in self._tasks if not t.done()]

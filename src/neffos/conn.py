@@ -15,8 +15,10 @@ this module                       state, namespaces, writes, local events, closi
 :mod:`neffos.liveness`            heartbeat, read and write timeouts
 ================================  ===============================================
 
-Each layer derives from the one below it in this table. The two above this
-module create :class:`NSConn` objects; the concrete classes are
+Each layer derives from the one below it in this table; the bottom one,
+:mod:`neffos.base`, holds the state they share and declares the hooks a lower
+layer calls and a higher one implements. :mod:`neffos.replies` creates
+:class:`NSConn` objects; the concrete classes are
 :class:`neffos.server.ServerConn` and :class:`neffos.client.ClientConn`.
 
 Writes never block: they go to the socket's buffer, and a connection whose
@@ -102,6 +104,12 @@ class ServerAPI(Protocol):
     @property
     def is_closed(self) -> bool: ...
 
+    @property
+    def handler(self) -> ConnHandler: ...
+
+    @property
+    def max_message_size(self) -> int: ...
+
     def broadcast(self, exclude: Exclusion, *messages: Message) -> None: ...
 
     async def ask(
@@ -129,21 +137,7 @@ class Conn(KeyValueStore):
     is this object.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_cfg",
-        "_closed",
-        "_closed_future",
-        "_loop",
-        "_namespaces",
-        "_ns_waiters",
-        "_tasks",
-        "_tokens",
-        "handler",
-        "id",
-        "reconnect_tries",
-        "socket",
-    )
+    __slots__ = ("_closed_future", "_namespaces", "_ns_waiters")
 
     #: True on client connections
     is_client: ClassVar[bool] = False
@@ -157,22 +151,9 @@ class Conn(KeyValueStore):
         tokens: TokenGenerator,
         conn_id: str = "",
     ) -> None:
-        super().__init__()
-        #: the connection's ID (the server's ``id_generator``, or the one ``A`` gave)
-        self.id = conn_id
-        #: the transport's socket; a client's changes when it reconnects
-        self.socket = socket
-        #: the compiled handler: namespaces and events this side understands
-        self.handler = handler
-        #: ``X-Websocket-Reconnect`` of the handshake (client: its own attempt)
-        self.reconnect_tries = 0
-        self._cfg = cfg  # limits shared with the server/client
-        self._tasks = tasks  # the server's/client's task owner
-        self._tokens = tokens  # wait tokens for asks
-        self._loop = asyncio.get_running_loop()
+        super().__init__(socket, handler, cfg, tasks, tokens, conn_id)
         self._namespaces: dict[str, NSConn] = {}  # connected namespaces, by name
         self._ns_waiters: dict[str, list[asyncio.Future[NSConn]]] | None = None  # wait_connect
-        self._closed = False  # set at once by close(); never reset (a client reconnects)
         self._closed_future: asyncio.Future[None] | None = None  # wait_closed()
         socket.receiver = self
 
@@ -278,6 +259,68 @@ class Conn(KeyValueStore):
         await self._fire(ns, Message(namespace, ON_NAMESPACE_CONNECTED, is_local=True))
         return ns
 
+    async def _join_room(self, ns: NSConn, room: str, timeout: float | None) -> Room:
+        if not room:
+            raise ValueError("a room name must not be empty")
+        existing = ns.rooms.get(room)
+        if existing is not None:
+            return existing
+        self._check_open()
+        refused = self._room_limit(room)
+        if refused is not None:
+            raise refused
+        if self._namespaces.get(ns.namespace) is not ns:
+            raise WriteClosed()
+        request = Message(ns.namespace, ON_ROOM_JOIN, room=room, is_local=True)
+        reply = await self._request(request, timeout)
+        if reply.err is not None:
+            raise reply.err
+        existing = ns.rooms.get(room)
+        if existing is not None:
+            return existing
+        err = await self._fire(ns, request)
+        if err is not None:
+            raise err
+        self._check_open()  # the connection is open and the namespace still connected
+        if self._namespaces.get(ns.namespace) is not ns:
+            raise BadNamespace()
+        joined = self._add_room(ns, room)
+        await self._fire(ns, Message(ns.namespace, ON_ROOM_JOINED, room=room, is_local=True))
+        return joined
+
+    async def _leave_room(self, room: Room, timeout: float | None) -> None:
+        ns = room.nsconn
+        if ns.rooms.get(room.name) is not room:
+            raise BadRoom()
+        self._check_open()
+        request = Message(ns.namespace, ON_ROOM_LEAVE, room=room.name, is_local=True)
+        reply = await self._request(request, timeout)
+        if reply.err is not None:
+            raise reply.err
+        if ns.rooms.get(room.name) is not room:
+            return
+        err = await self._fire(ns, request)
+        if err is not None:
+            raise err
+        if ns.rooms.get(room.name) is not room:
+            return
+        self._remove_room(ns, room)
+        await self._fire(ns, Message(ns.namespace, ON_ROOM_LEFT, room=room.name, is_local=True))
+
+    async def _disconnect_namespace(self, ns: NSConn, timeout: float | None) -> None:
+        if self._namespaces.get(ns.namespace) is not ns:
+            raise BadNamespace()
+        self._check_open()
+        request = Message(ns.namespace, ON_NAMESPACE_DISCONNECT, is_local=True)
+        reply = await self._request(request, timeout)
+        if reply.err is not None:
+            raise reply.err
+        if self._closed or self._namespaces.get(ns.namespace) is not ns:
+            return  # closed meanwhile: the close sequence fired the events
+        await self._force_leave_all(ns, is_local=True)
+        self._remove_namespace(ns)
+        await self._fire(ns, request)
+
     async def wait_connect(self, namespace: str, *, timeout: float | None = None) -> NSConn:
         """Wait until ``namespace`` is connected, by either side.
 
@@ -378,7 +421,7 @@ class Conn(KeyValueStore):
         if msg.from_explicit:
             msg = msg.copy(from_explicit="")
         data = serialize(msg)
-        return self._send(data, is_binary_frame(data, msg.set_binary))
+        return self.write_encoded(data, is_binary_frame(data, msg.set_binary))
 
     def can_write(self, msg: Message) -> bool:
         """The write checks of PROTOCOL.md §7.4: namespace connected, room joined."""
@@ -392,17 +435,13 @@ class Conn(KeyValueStore):
         return not room or event == ON_ROOM_JOIN or event == ON_ROOM_LEFT or room in ns.rooms
 
     def write_encoded(self, data: bytes, binary: bool) -> bool:
-        """Send an already encoded frame (a broadcast encodes once for all receivers).
+        """Send an encoded frame as it is (a broadcast encodes once for all receivers).
 
-        Nothing is sent before the handshake completed; the caller applies
-        :meth:`can_write` where the target needs it.
+        Returns ``False`` (and sends nothing) when the connection is closed or
+        its handshake has not completed; a peer slower than ``send_buffer`` is
+        closed. The caller applies :meth:`can_write` where the target needs it.
         """
-        if self._preack is not None:
-            return False
-        return self._send(data, binary)
-
-    def _send(self, data: bytes, binary: bool) -> bool:
-        if self._closed:
+        if self._closed or self._preack is not None:
             return False
         try:
             pending = self.socket.send(data, binary)
@@ -436,10 +475,10 @@ class Conn(KeyValueStore):
         if not str(err):
             err = RemoteError(type(err).__name__)
         reply = Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
-        self._send(serialize(reply), False)
+        self.write_encoded(serialize(reply), False)
 
     def _send_empty_reply(self, wait: str) -> None:
-        self._send(empty_reply(wait), False)
+        self.write_encoded(empty_reply(wait), False)
 
     def _not_connected(self, msg: Message) -> None:
         # Go drops such frames silently and its askers hang; a tokened request
@@ -448,16 +487,26 @@ class Conn(KeyValueStore):
         if msg.wait and msg.event and not msg.is_error and not msg.is_native:
             self._send_error_reply(msg, BadNamespace())
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ConnectionClosed()
+    async def _request(
+        self, request: Message, timeout: float | None, *, hold: bool = False
+    ) -> Message:
+        """Send a system request (connect/join/leave/disconnect) and return the answer.
+
+        With ``hold`` the answer holds processing until :meth:`_release`
+        (see :mod:`neffos.processing`).
+
+        Raises:
+            ConnectionClosed: the request could not be written, or the
+                connection closed before the answer.
+            AskTimeout: no answer within ``timeout`` seconds.
+        """
+        return await self._send_and_wait(
+            lambda token: (serialize(request.copy(wait=token)), False),
+            timeout, ConnectionClosed, hold=hold,
+        )
 
     async def _before_request(self) -> None:
         """Hook: a server connection waits for the acknowledgement here."""
-
-    def _feed_preack(self, data: bytes, binary: bool) -> None:
-        """Hook: a frame that arrived before the handshake completed."""
-        raise NotImplementedError
 
     # -- local events ------------------------------------------------------------
 
@@ -643,39 +692,7 @@ class NSConn:
             AskTimeout, ConnectionClosed: see :meth:`Conn.ask`.
             Exception: the local or remote ``_OnRoomJoin`` refused.
         """
-        if not room:
-            raise ValueError("a room name must not be empty")
-        existing = self.rooms.get(room)
-        if existing is not None:
-            return existing
-        conn = self.conn
-        conn._check_open()
-        refused = conn._room_limit(room)
-        if refused is not None:
-            raise refused
-        if conn._namespaces.get(self.namespace) is not self:
-            raise WriteClosed()
-        request = Message(self.namespace, ON_ROOM_JOIN, room=room, is_local=True)
-        reply = await conn._request(request, timeout)
-        if reply.err is not None:
-            raise reply.err
-        existing = self.rooms.get(room)
-        if existing is not None:
-            return existing
-        err = await conn._fire(self, request)
-        if err is not None:
-            raise err
-        self._check_connected()
-        joined = conn._add_room(self, room)
-        await conn._fire(self, Message(self.namespace, ON_ROOM_JOINED, room=room, is_local=True))
-        return joined
-
-    def _check_connected(self) -> None:
-        """After an await: the connection is open and this namespace still connected."""
-        conn = self.conn
-        conn._check_open()
-        if conn._namespaces.get(self.namespace) is not self:
-            raise BadNamespace()
+        return await self.conn._join_room(self, room, timeout)
 
     async def leave_all(self, *, timeout: float | None = None) -> None:
         """Leave every joined room in turn."""
@@ -690,19 +707,7 @@ class NSConn:
             BadNamespace: not connected.
             Exception: the server's ``_OnNamespaceDisconnect`` refused.
         """
-        conn = self.conn
-        if conn._namespaces.get(self.namespace) is not self:
-            raise BadNamespace()
-        conn._check_open()
-        request = Message(self.namespace, ON_NAMESPACE_DISCONNECT, is_local=True)
-        reply = await conn._request(request, timeout)
-        if reply.err is not None:
-            raise reply.err
-        if conn._closed or conn._namespaces.get(self.namespace) is not self:
-            return  # closed meanwhile: the close sequence fired the events
-        await conn._force_leave_all(self, is_local=True)
-        conn._remove_namespace(self)
-        await conn._fire(self, request)
+        await self.conn._disconnect_namespace(self, timeout)
 
     def broadcast(self, *messages: Message) -> None:
         """Server side: broadcast to the namespace (messages without a namespace get this one)."""
@@ -755,21 +760,4 @@ class Room:
             BadRoom: the room is not joined.
             Exception: the peer's or the local ``_OnRoomLeave`` refused.
         """
-        ns = self.nsconn
-        conn = ns.conn
-        if ns.rooms.get(self.name) is not self:
-            raise BadRoom()
-        conn._check_open()
-        request = Message(ns.namespace, ON_ROOM_LEAVE, room=self.name, is_local=True)
-        reply = await conn._request(request, timeout)
-        if reply.err is not None:
-            raise reply.err
-        if ns.rooms.get(self.name) is not self:
-            return
-        err = await conn._fire(ns, request)
-        if err is not None:
-            raise err
-        if ns.rooms.get(self.name) is not self:
-            return
-        conn._remove_room(ns, self)
-        await conn._fire(ns, Message(ns.namespace, ON_ROOM_LEFT, room=self.name, is_local=True))
+        await self.nsconn.conn._leave_room(self, timeout)

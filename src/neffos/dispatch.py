@@ -99,7 +99,7 @@ class Dispatcher(SystemReplies):
         if self._closed or not self.can_write(msg):
             return
         data = frame(msg.wait, msg.namespace, msg.room, msg.event, PLAIN, body)
-        self._send(data, is_binary_frame(data, msg.set_binary))
+        self.write_encoded(data, is_binary_frame(data, msg.set_binary))
 
     def _answer_native(self, msg: Message, result: Any) -> None:
         # A native peer cannot read neffos frames: a reply goes back as a raw

@@ -161,7 +161,9 @@ class Reply(Exception):
 
 # -- known-error registry -----------------------------------------------------
 
-_known: list[Any] = [BadNamespace(), BadRoom(), WriteClosed(), InvalidPayload(), LimitExceeded]
+_known: list[BaseException | type[BaseException]] = [
+    BadNamespace(), BadRoom(), WriteClosed(), InvalidPayload(), LimitExceeded
+]
 
 
 def register_known_error(error: BaseException | type[BaseException]) -> None:
@@ -224,7 +226,7 @@ def resolve_error(text: str) -> BaseException:
         elif not isinstance(known, type) and str(known) == text:
             fresh = copy.copy(known)
             fresh.__traceback__ = None
-            return fresh  # type: ignore[no-any-return]
+            return fresh
     return RemoteError(text)
 
 

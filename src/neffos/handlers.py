@@ -195,13 +195,17 @@ class WithTimeout:
 
     __slots__ = ("handler", "read_timeout", "write_timeout")
 
-    def __init__(self, handler: Any, *, read_timeout: float = 0, write_timeout: float = 0) -> None:
+    def __init__(
+        self, handler: HandlerSpec, *, read_timeout: float = 0, write_timeout: float = 0
+    ) -> None:
         self.handler = handler
         self.read_timeout = read_timeout
         self.write_timeout = write_timeout
 
 
-def with_timeout(handler: Any, *, read_timeout: float = 0, write_timeout: float = 0) -> WithTimeout:
+def with_timeout(
+    handler: HandlerSpec, *, read_timeout: float = 0, write_timeout: float = 0
+) -> WithTimeout:
     """Attach timeouts (seconds, ``0`` = none) to a connection handler.
 
     * ``read_timeout``: close the connection when no data frame arrives for this

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .handlers import ConnHandler
     from .transports.base import Socket
 
-__all__ = ["TRANSITIONS", "Handshake", "OnConnect", "ServerHandshake"]
+__all__ = ["TRANSITIONS", "Handshake", "HandshakeEvent", "OnConnect", "ServerHandshake"]
 
 #: ``fn(conn)``, plain or async: raise or return an exception to refuse
 OnConnect = Callable[[Conn], Any]
@@ -54,15 +54,16 @@ class Handshake(enum.Enum):
     ACCEPTED = enum.auto()
     #: ``on_connect`` refused; ``H`` goes out when ``M`` arrives
     REFUSING = enum.auto()
-    #: ``A`` sent while ``on_connect`` is still running (it admitted the client)
-    ACKNOWLEDGED_EARLY = enum.auto()
-    #: ``A`` sent and ``on_connect`` accepted: the normal, final state
-    ACKNOWLEDGED = enum.auto()
+    #: the client is in while ``on_connect`` still runs: it admitted the client
+    #: (``A`` sent), or the handler is native-only (no ``M``/``A`` at all)
+    OPEN_BEFORE_VERDICT = enum.auto()
+    #: the client is in and ``on_connect`` accepted: the normal, final state
+    OPEN = enum.auto()
     #: ``H`` sent; the connection is closing
     REFUSED = enum.auto()
 
 
-class Event(enum.Enum):
+class HandshakeEvent(enum.Enum):
     """What moves a handshake."""
 
     HELLO = enum.auto()  # the client's M frame
@@ -73,25 +74,25 @@ class Event(enum.Enum):
 
 S = Handshake
 #: (state, event) -> next state; pairs that are missing leave the state as it is
-TRANSITIONS: dict[tuple[Handshake, Event], Handshake] = {
-    (S.WAITING, Event.HELLO): S.HELLO,
-    (S.WAITING, Event.ACCEPT): S.ACCEPTED,
-    (S.WAITING, Event.REFUSE): S.REFUSING,
-    (S.WAITING, Event.ADMIT): S.ADMITTED,
-    (S.HELLO, Event.ACCEPT): S.ACKNOWLEDGED,
-    (S.HELLO, Event.REFUSE): S.REFUSED,
-    (S.HELLO, Event.ADMIT): S.ACKNOWLEDGED_EARLY,
-    (S.ADMITTED, Event.HELLO): S.ACKNOWLEDGED_EARLY,
-    (S.ADMITTED, Event.ACCEPT): S.ACCEPTED,
-    (S.ADMITTED, Event.REFUSE): S.REFUSING,
-    (S.ACCEPTED, Event.HELLO): S.ACKNOWLEDGED,
-    (S.REFUSING, Event.HELLO): S.REFUSED,
-    (S.ACKNOWLEDGED_EARLY, Event.ACCEPT): S.ACKNOWLEDGED,
+TRANSITIONS: dict[tuple[Handshake, HandshakeEvent], Handshake] = {
+    (S.WAITING, HandshakeEvent.HELLO): S.HELLO,
+    (S.WAITING, HandshakeEvent.ACCEPT): S.ACCEPTED,
+    (S.WAITING, HandshakeEvent.REFUSE): S.REFUSING,
+    (S.WAITING, HandshakeEvent.ADMIT): S.ADMITTED,
+    (S.HELLO, HandshakeEvent.ACCEPT): S.OPEN,
+    (S.HELLO, HandshakeEvent.REFUSE): S.REFUSED,
+    (S.HELLO, HandshakeEvent.ADMIT): S.OPEN_BEFORE_VERDICT,
+    (S.ADMITTED, HandshakeEvent.HELLO): S.OPEN_BEFORE_VERDICT,
+    (S.ADMITTED, HandshakeEvent.ACCEPT): S.ACCEPTED,
+    (S.ADMITTED, HandshakeEvent.REFUSE): S.REFUSING,
+    (S.ACCEPTED, HandshakeEvent.HELLO): S.OPEN,
+    (S.REFUSING, HandshakeEvent.HELLO): S.REFUSED,
+    (S.OPEN_BEFORE_VERDICT, HandshakeEvent.ACCEPT): S.OPEN,
 }
-#: states in which ``A`` has been sent
-ACKNOWLEDGED = frozenset({S.ACKNOWLEDGED_EARLY, S.ACKNOWLEDGED})
+#: states in which the client is in (``A`` sent, or native-only)
+OPEN_STATES = frozenset({S.OPEN_BEFORE_VERDICT, S.OPEN})
 #: states in which ``on_connect`` accepted (``on_disconnect`` will fire)
-STARTED = frozenset({S.ACCEPTED, S.ACKNOWLEDGED})
+ACCEPTED_STATES = frozenset({S.ACCEPTED, S.OPEN})
 #: states still waiting for ``M``
 AWAITING_HELLO = frozenset({S.WAITING, S.ADMITTED, S.ACCEPTED, S.REFUSING})
 
@@ -120,7 +121,7 @@ class ServerHandshake(Dispatcher):
         """Start the handshake of the new connection and run ``on_connect``."""
         if self.handler.only_native:
             # Native-only mode (§2.5): no M/A exchange; "" is connected from the start.
-            self._handshake = Handshake.ACKNOWLEDGED_EARLY
+            self._handshake = Handshake.OPEN_BEFORE_VERDICT
             self._add_namespace(NSConn(self, "", self.handler.namespaces[""]))
             self._start_timeouts()
         else:
@@ -132,32 +133,32 @@ class ServerHandshake(Dispatcher):
 
     @property
     def is_acknowledged(self) -> bool:
-        return self._handshake in ACKNOWLEDGED
+        return self._handshake in OPEN_STATES
 
     @property
     def _accepted(self) -> bool:
         """Whether ``on_connect`` accepted the connection (so ``on_disconnect`` fires)."""
-        return self._handshake in STARTED
+        return self._handshake in ACCEPTED_STATES
 
-    def _advance(self, event: Event) -> None:
+    def _advance(self, event: HandshakeEvent) -> None:
         before = self._handshake
         after = TRANSITIONS.get((before, event))
         if after is None or self._closed:
             return
         self._handshake = after
-        if after in ACKNOWLEDGED and before not in ACKNOWLEDGED:
+        if after in OPEN_STATES and before not in OPEN_STATES:
             self._acknowledge()
         elif after is Handshake.REFUSED:
             # The answer to "M" is "H<text>", then the connection closes (§2.1).
             self._stop_handshake_timer()
             self._take_early()
-            self._send(ack_refused(self._refusal or ""), False)
+            self.write_encoded(ack_refused(self._refusal or ""), False)
             self.close(1008, "refused")
 
     def _acknowledge(self) -> None:
         self._stop_handshake_timer()
         queued = self._take_early()
-        self._send(ack_ok(self.id), False)
+        self.write_encoded(ack_ok(self.id), False)
         if self._ack_future is not None and not self._ack_future.done():
             self._ack_future.set_result(None)
         self._start_timeouts()
@@ -205,10 +206,10 @@ class ServerHandshake(Dispatcher):
         if self._closed:
             return
         if err is None:
-            self._advance(Event.ACCEPT)
+            self._advance(HandshakeEvent.ACCEPT)
             return
         text = str(err) or type(err).__name__
-        if self._handshake is Handshake.ACKNOWLEDGED_EARLY:
+        if self._handshake is Handshake.OPEN_BEFORE_VERDICT:
             # on_connect let the client in already (it called connect()), so
             # "H" cannot be sent any more: close instead of ignoring the error.
             self._cfg.log.warning(
@@ -218,13 +219,13 @@ class ServerHandshake(Dispatcher):
             return
         self._cfg.log.info("[%s] refused by on_connect: %s", self.id, text)
         self._refusal = text
-        self._advance(Event.REFUSE)
+        self._advance(HandshakeEvent.REFUSE)
 
     # -- engine hooks ------------------------------------------------------------------
 
     def _feed_preack(self, data: bytes, binary: bool) -> None:
         if data == ACK_HELLO and self._handshake in AWAITING_HELLO:
-            self._advance(Event.HELLO)
+            self._advance(HandshakeEvent.HELLO)
             return
         if not self._keep_early(data, binary):
             self._cfg.log.warning("[%s] closing: too many frames before the handshake", self.id)
@@ -235,7 +236,7 @@ class ServerHandshake(Dispatcher):
             return
         # connect() inside on_connect: let the client in now, otherwise the
         # request could never be answered.
-        self._advance(Event.ADMIT)
+        self._advance(HandshakeEvent.ADMIT)
         if self.is_acknowledged:
             return
         if self._ack_future is None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .conn import ServerAPI
     from .transports.base import Endpoint
 
 __all__ = ["Listener"]
@@ -22,7 +23,10 @@ class Listener:
         transport: str,
         aio_server: asyncio.Server,
         on_close: Callable[[Listener], None] | None = None,
+        server: ServerAPI | None = None,
     ) -> None:
+        #: the server it serves
+        self.server = server
         #: what the listener serves (the server's HTTP rules and connections)
         self.endpoint = endpoint
         #: the name of the transport, e.g. ``"picows"``

@@ -14,35 +14,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from typing import Any
 
-if TYPE_CHECKING:
-    import asyncio
-
-    from .config import Config
-    from .handlers import ConnHandler
-    from .transports.base import Socket
+from .base import ConnBase
 
 __all__ = ["Liveness"]
 
 
-class Liveness:
-    """The first layer of :class:`~neffos.Conn`: heartbeat and timeouts."""
+class Liveness(ConnBase):
+    """A layer of :class:`~neffos.Conn`: heartbeat and timeouts."""
 
     __slots__ = ("_active", "_last_data", "_ping_out", "_read_timer", "_write_timer")
 
-    if TYPE_CHECKING:
-        # provided by Conn
-        id: str
-        socket: Socket
-        handler: ConnHandler
-        _cfg: Config
-        _loop: asyncio.AbstractEventLoop
-        _closed: bool
-
-        def _fail(self, code: int, reason: str) -> None: ...
-
-    def __init__(self) -> None:
+    def __init__(self, *args: Any) -> None:  # ConnBase's arguments
+        super().__init__(*args)
         self._active = True  # a frame or a pong arrived since the last sweep
         self._ping_out = False  # the last sweep pinged a silent peer
         self._last_data = 0.0  # time of the last data frame, while a read timeout runs

@@ -31,14 +31,17 @@ most one active :class:`Turn`, and a turn belongs to one task.
    variable, so a wait in a task the handler started (``wait_for``, ``gather``)
    hands it off too. Ordering is unchanged for handlers that never wait for a
    peer.
-5. *Hold.* When the answer to our own connect/join/leave/disconnect arrives,
-   the requester must apply it (register the namespace, fire its local events)
-   before the peer's next frames are processed: the peer may emit in a
-   namespace right after confirming it (§5.1). Resolving such an answer takes a
-   hold (:meth:`OrderedProcessing._hold`); the requester releases it
-   (:meth:`OrderedProcessing._release`); frames wait in the inbox meanwhile.
+5. *Hold.* When the answer to our own namespace connect request arrives, the
+   requester must register the namespace before the peer's next frames are
+   processed: the peer may emit in the namespace right after confirming it
+   (§5.1). The requester names the token whose answer holds
+   (:meth:`OrderedProcessing._hold_on`); the reader takes the hold when it
+   resolves that answer (:meth:`OrderedProcessing._answer_arrived`); the
+   requester releases it (:meth:`OrderedProcessing._release`); frames wait in
+   the inbox meanwhile.
 
-Only the methods of this module change ``_turn``, ``_holds`` and ``_inbox``.
+Only the methods of this module change ``_turn``, ``_holds``, ``_holding``,
+``_inbox`` and ``_preack``.
 """
 
 from __future__ import annotations
@@ -47,16 +50,10 @@ import contextvars
 import types
 from collections import deque
 from collections.abc import Awaitable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .liveness import Liveness
 from .protocol import Message, parse
-
-if TYPE_CHECKING:
-    import asyncio
-
-    from .config import Config, Tasks
-    from .handlers import ConnHandler
 
 __all__ = ["OrderedProcessing", "Turn", "hand_off", "run_inline"]
 
@@ -123,30 +120,17 @@ def _finish(coro: Coroutine[Any, Any, Any], waiting_for: Any) -> Generator[Any, 
 class OrderedProcessing(Liveness):
     """A layer of :class:`~neffos.Conn`: the reader and the order of processing."""
 
-    __slots__ = ("_holds", "_inbox", "_preack", "_queued_bytes", "_turn")
+    __slots__ = ("_holding", "_holds", "_inbox", "_preack", "_queued_bytes", "_turn")
 
-    if TYPE_CHECKING:
-        # provided by Conn and the engine classes above it
-        id: str
-        handler: ConnHandler
-        _cfg: Config
-        _tasks: Tasks
-        _loop: asyncio.AbstractEventLoop
-        _closed: bool
-
-        def _feed_preack(self, data: bytes, binary: bool) -> None: ...
-        def _resolve_answer(self, msg: Message) -> bool: ...
-        def _dispatch(self, msg: Message) -> Awaitable[None] | None: ...
-        def _fail(self, code: int, reason: str) -> None: ...
-
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *args: Any) -> None:  # ConnBase's arguments
+        super().__init__(*args)
         self._inbox: deque[Message] | None = None  # frames waiting for their turn
         self._queued_bytes = 0  # their size (or that of the frames before the handshake)
         # frames received before the handshake completed; None once it did
         self._preack: list[tuple[bytes, bool]] | None = None
         self._turn: Turn | None = None  # the active turn, if any
-        self._holds = 0  # system answers received and not applied yet
+        self._holds = 0  # answers that hold processing and were not applied yet
+        self._holding: set[str] | None = None  # tokens whose answer will hold
 
     def feed(self, data: bytes, binary: bool) -> None:
         """Process one data message from the socket (called by the transport)."""
@@ -261,9 +245,26 @@ class OrderedProcessing(Liveness):
         if self._turn is None and not self._holds and self._inbox and not self._closed:
             self._start_turn(None)
 
-    def _hold(self) -> None:
-        """Stop processing later frames until :meth:`_release` (see the module docstring)."""
-        self._holds += 1
+    def _hold_on(self, token: str) -> None:
+        """The answer to ``token`` will hold processing until :meth:`_release`."""
+        if self._holding is None:
+            self._holding = set()
+        self._holding.add(token)
+
+    def _answer_arrived(self, token: str) -> None:
+        """The reader resolved the answer to ``token``: hold, if it was asked to."""
+        holding = self._holding
+        if holding and token in holding:
+            holding.discard(token)
+            self._holds += 1
+
+    def _forget_hold(self, token: str) -> bool:
+        """Stop waiting for ``token``; ``True`` if its answer took a hold already."""
+        holding = self._holding
+        if holding is not None and token in holding:
+            holding.discard(token)
+            return False
+        return True
 
     def _release(self) -> None:
         self._holds -= 1
@@ -271,7 +272,10 @@ class OrderedProcessing(Liveness):
             self._next_turn()
 
     def _drop_queued(self) -> None:
-        """Forget the queued frames (the connection closed)."""
+        """Forget the queued frames (the connection closed).
+
+        Holds are not touched: each requester forgets or releases its own.
+        """
         if self._inbox:
             self._inbox.clear()
         self._queued_bytes = 0

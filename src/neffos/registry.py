@@ -180,7 +180,7 @@ class Registry:
 
     # -- delivery ----------------------------------------------------------------------------
 
-    def deliver(
+    def write_to_targets(
         self,
         msg: Message,
         ex_conn: Conn | None,

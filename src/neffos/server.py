@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import transports
@@ -27,7 +27,7 @@ from ._http import (
 )
 from .asks import ServerAsks, answer_within
 from .config import Config, Tasks
-from .conn import Conn, Exclusion, NSConn, Room
+from .conn import Conn, Exclude, Exclusion, NSConn, Room, exclude
 from .errors import NeffosError
 from .handlers import ConnHandler, HandlerSpec
 from .handshake import OnConnect, ServerHandshake
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .exchange.node import BusNode
     from .transports.base import Endpoint, Socket
 
-__all__ = ["Server", "ServerConn", "UpgradeError", "serve"]
+__all__ = ["Exclude", "Server", "ServerConn", "UpgradeError", "exclude", "serve"]
 
 log = logging.getLogger("neffos.server")
 
@@ -116,7 +116,9 @@ class ServerConn(ServerHandshake):
 
     async def _after_close(self) -> None:
         server = self._server
-        server._unregister(self)
+        server._registry.remove(self)
+        for ns in list(self._namespaces.values()):  # normally gone already
+            self._remove_namespace(ns)
         if self._accepted or server.fire_disconnect_always:
             hook = server.on_disconnect
             if hook is not None:
@@ -352,7 +354,7 @@ class Server:
         await self.start()
         endpoint = self.endpoint(path)
         aio_server = await module.listen(endpoint, host, port, **options)
-        listener = Listener(endpoint, name, aio_server, self._listeners.remove)
+        listener = Listener(endpoint, name, aio_server, self._listeners.remove, self)
         self._listeners.append(listener)
         return listener
 
@@ -437,11 +439,6 @@ class Server:
         self._registry.add(conn)
         conn._open()
 
-    def _unregister(self, conn: ServerConn) -> None:
-        self._registry.remove(conn)
-        for ns in list(conn.namespaces.values()):  # normally gone already
-            conn._remove_namespace(ns)
-
     # -- queries -------------------------------------------------------------------
 
     def get_total_connections(self) -> int:
@@ -490,12 +487,15 @@ class Server:
         (unlike Go, PROTOCOL.md §9.4).
         """
         ex_conn, ex_id = exclusion(exclude)
-        deliver = self._registry.deliver
+        write = self._registry.write_to_targets
         bus = self._bus
+        # Another node can only be told to skip a connection of this server
+        # (even one that closed already: its server-conn-id is still ours).
+        ours = ex_conn if ex_conn is not None and ex_conn.server is self else None
         for msg in messages:
-            deliver(msg, ex_conn, ex_id, "")
+            write(msg, ex_conn, ex_id, "")
             if bus is not None:
-                bus.publish(msg, ex_conn, ex_id, "")
+                bus.publish(msg, ours, ex_id, "")
 
     # -- server ask (PROTOCOL.md §4.7) -----------------------------------------------
 
@@ -522,7 +522,7 @@ class Server:
         try:
             if bus is not None:
                 await bus.watch_answers(token)
-            self._registry.deliver(msg, None, None, token)
+            self._registry.write_to_targets(msg, None, None, token)
             if bus is not None:
                 bus.publish(msg, None, None, token)
             hand_off()
@@ -536,7 +536,7 @@ class Server:
         return reply
 
 
-async def _awaited(awaitable: Any) -> None:
+async def _awaited(awaitable: Awaitable[Any]) -> None:
     await awaitable
 
 

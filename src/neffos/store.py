@@ -14,8 +14,8 @@ class KeyValueStore(Asks):
 
     __slots__ = ("_store",)
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *args: Any) -> None:  # ConnBase's arguments
+        super().__init__(*args)
         self._store: dict[str, Any] | None = None  # made on the first set(): stays small
 
     def set(self, key: str, value: Any) -> None:

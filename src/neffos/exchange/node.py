@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ..conn import Conn
     from ..handlers import ConnHandler
 
-__all__ = ["AnswerSink", "BusNode", "LocalDelivery", "exclude_id_marker"]
+__all__ = ["AnswerSink", "BusNode", "LocalTargets", "exclude_id_marker"]
 
 log = logging.getLogger("neffos.exchange")
 
@@ -52,10 +52,10 @@ def exclude_id_marker(conn_id: str) -> str:
     return f"{_EXCLUDE_ID_PREFIX}{conn_id}))"
 
 
-class LocalDelivery(Protocol):
-    """Where a node delivers what it receives: the server's local connections."""
+class LocalTargets(Protocol):
+    """Where a node sends what it receives: the server's local connections."""
 
-    def deliver(
+    def write_to_targets(
         self,
         msg: Message,
         ex_conn: Conn | None,
@@ -63,15 +63,11 @@ class LocalDelivery(Protocol):
         wait: str,
         seen: set[Conn] | None = None,
     ) -> int:
-        """Write ``msg`` to its local targets (see :meth:`neffos.registry.Registry.deliver`)."""
+        """Write ``msg`` to its local targets (see :meth:`neffos.registry.Registry`)."""
         ...
 
     def with_id(self, conn_id: str) -> Collection[Conn]:
         """The local connections with this ID."""
-        ...
-
-    def __contains__(self, conn: object) -> bool:
-        """Whether ``conn`` is a local connection."""
         ...
 
 
@@ -111,7 +107,7 @@ class BusNode:
         self,
         exchanges: list[StackExchange],
         *,
-        local: LocalDelivery,
+        local: LocalTargets,
         answers: AnswerSink,
         handler: ConnHandler,
     ) -> None:
@@ -238,8 +234,12 @@ class BusNode:
     def publish(
         self, msg: Message, ex_conn: Conn | None, ex_id: str | None, wait: str
     ) -> None:
-        """Publish one broadcast message for the other nodes."""
-        if ex_conn is not None and ex_conn in self.local:
+        """Publish one broadcast message for the other nodes.
+
+        ``ex_conn`` is a connection of this node's server to exclude (its
+        server-conn-id rides in field 1), ``ex_id`` an ID to exclude.
+        """
+        if ex_conn is not None:
             from_explicit = self.server_conn_id(ex_conn)
         elif ex_id is not None:
             from_explicit = exclude_id_marker(ex_id)
@@ -350,11 +350,12 @@ class BusNode:
             ex_id = ex_sid[len(_EXCLUDE_ID_PREFIX) : -2]
             ex_sid = ""
         reached: set[Conn] = set()
-        self._fan_in(msg, route, self._local_conn(ex_sid) if ex_sid else None, ex_id, reached)
+        ex_conn = self._local_conn(ex_sid) if ex_sid else None
+        self._to_local_connections(msg, route, ex_conn, ex_id, reached)
         if msg.wait and reached:
             self._forwarded[msg.wait] = (time.monotonic() + _TTL, reached)
 
-    def _fan_in(
+    def _to_local_connections(
         self,
         msg: Message,
         route: _Route,
@@ -365,9 +366,9 @@ class BusNode:
         """Deliver a bus message to the local audience of the subscription it came on."""
         local = self.local
         if route.namespace is not None:
-            local.deliver(msg, ex_conn, ex_id, msg.wait, seen)
+            local.write_to_targets(msg, ex_conn, ex_id, msg.wait, seen)
         if route.conn_id is not None:
             # An ID that equals a namespace name shares its channel (§10.5): the
             # union is reached once, not each connection twice as Go does.
             msg.to = route.conn_id
-            local.deliver(msg, ex_conn, ex_id, msg.wait, seen)
+            local.write_to_targets(msg, ex_conn, ex_id, msg.wait, seen)

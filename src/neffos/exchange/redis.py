@@ -329,10 +329,12 @@ class RedisStackExchange(StackExchange):
             self._deliver(channel, data)
 
     async def _reconnect_subscriber(self, delay: float) -> None:
-        old = self._pubsub
-        if old is not None:
-            with contextlib.suppress(*_ERRORS):
+        old, old_client = self._pubsub, self._sub_client
+        with contextlib.suppress(*_ERRORS):
+            if old is not None:
                 await old.aclose()
+            if old_client is not None:
+                await old_client.aclose()
         while True:
             await asyncio.sleep(delay)
             try:

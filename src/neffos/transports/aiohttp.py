@@ -24,7 +24,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "the aiohttp transport needs aiohttp: pip install 'neffos[aiohttp]'"
     ) from exc
 
-from .._http import Headers, HttpFront, Request
+from .._http import Headers, Request, serve_front
 from ..errors import DialError
 from .base import Endpoint, Receiver, peer_of
 from .messages import is_valid_close_code, is_valid_utf8
@@ -152,10 +152,7 @@ class AiohttpSocket:
 
 
 async def listen(endpoint: Endpoint, host: str, port: int, **options: Any) -> asyncio.Server:
-    def front() -> HttpFront:
-        return HttpFront(endpoint, lambda tcp, head, request: upgrade(endpoint, tcp, head, request))
-
-    return await asyncio.get_running_loop().create_server(front, host, port, **options)
+    return await serve_front(endpoint, upgrade, host, port, **options)
 
 
 def upgrade(

@@ -28,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - picows is a dependency
         "the picows transport needs picows: pip install 'neffos' (it is a dependency)"
     ) from exc
 
-from .._http import HttpFront, Request
+from .._http import Request, serve_front
 from ..errors import DialError
 from .base import Endpoint, Receiver, peer_of
 from .messages import Assembler, ProtocolViolation, is_valid_close_code
@@ -198,10 +198,7 @@ class PicowsSocket(WSListener):
 
 
 async def listen(endpoint: Endpoint, host: str, port: int, **options: Any) -> asyncio.Server:
-    def front() -> HttpFront:
-        return HttpFront(endpoint, lambda tcp, head, request: upgrade(endpoint, tcp, head, request))
-
-    return await asyncio.get_running_loop().create_server(front, host, port, **options)
+    return await serve_front(endpoint, upgrade, host, port, **options)
 
 
 def upgrade(

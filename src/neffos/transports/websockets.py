@@ -24,7 +24,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "the websockets transport needs the websockets library: pip install 'neffos[websockets]'"
     ) from exc
 
-from .._http import Headers, HttpFront, Request
+from .._http import Headers, Request, serve_front
 from ..errors import DialError
 from .base import Endpoint, Receiver, peer_of
 from .messages import Assembler, ProtocolViolation
@@ -206,10 +206,7 @@ class WebsocketsSocket(asyncio.Protocol):
 
 
 async def listen(endpoint: Endpoint, host: str, port: int, **options: Any) -> asyncio.Server:
-    def front() -> HttpFront:
-        return HttpFront(endpoint, lambda tcp, head, request: upgrade(endpoint, tcp, head, request))
-
-    return await asyncio.get_running_loop().create_server(front, host, port, **options)
+    return await serve_front(endpoint, upgrade, host, port, **options)
 
 
 def upgrade(
