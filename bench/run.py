@@ -163,15 +163,15 @@ async def run_idle(target: str, opts: argparse.Namespace) -> dict[str, Any]:
         await stop(proc)
 
 
-def add_baseline(ref: str) -> None:
-    """Add the target ``baseline``: our server as of git ``ref`` (same run, same machine)."""
+def add_baseline(ref: str, name: str) -> None:
+    """Add the target ``name``: our server as of git ``ref`` (same run, same machine)."""
     root = HERE.parent
     out = pathlib.Path(tempfile.mkdtemp(prefix="neffos-baseline-"))
     archive = subprocess.run(
         ["git", "-C", str(root), "archive", ref, "src"], check=True, capture_output=True
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
-    TARGETS["baseline"] = (
+    TARGETS[name] = (
         ["neffos", "--transport", "picows", "--src", str(out / "src")], "neffos"
     )
 
@@ -345,13 +345,15 @@ async def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--repeat", type=int, default=1,
                         help="run each scenario N times (interleaved), keep the median")
-    parser.add_argument("--baseline", default=None, metavar="GIT_REF",
-                        help="also run neffos (picows) as of GIT_REF, as target 'baseline'")
+    parser.add_argument("--baseline", action="append", default=[], metavar="GIT_REF",
+                        help="also run neffos (picows) as of GIT_REF, as target 'baseline'"
+                             " (repeatable: 'baseline-<ref>' each)")
     opts = parser.parse_args()
-    if opts.baseline:
-        add_baseline(opts.baseline)
-        if "baseline" not in opts.targets.split(","):
-            opts.targets += ",baseline"
+    for ref in opts.baseline:
+        name = "baseline" if len(opts.baseline) == 1 else f"baseline-{ref}"
+        add_baseline(ref, name)
+        if name not in opts.targets.split(","):
+            opts.targets += f",{name}"
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for scenario in opts.scenarios.split(","):
         results[scenario] = {}

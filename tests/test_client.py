@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 import pytest
 from helpers import UNIT, Recorder, environment
@@ -233,3 +234,27 @@ async def test_client_reconnects_after_a_ping_timeout(transport_name: str) -> No
         await back.wait_len(2)
         assert back.items == [False, True] and not client.is_closed
         proxy.close()
+
+
+async def test_a_message_past_max_message_size_is_refused(net_transport: str) -> None:
+    """Every client transport refuses it the same way: nothing delivered, the client
+    closes, and nothing is left behind (no "exception was never retrieved")."""
+    got = Recorder()
+    problems: list[Any] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: problems.append(ctx))
+    async with environment(net_transport) as env:
+        server = await env.server({"v1": {}})
+        client = await env.dial(
+            server, {"v1": {"big": lambda ns, m: got.add(len(m.body))}}, max_message_size=1024
+        )
+        await client.connect("v1")
+        (sconn,) = server.get_connections()
+        sns = sconn.namespace("v1")
+        assert sns is not None
+        assert sns.emit("big", b"x" * 900)  # fits
+        await got.wait_len(1)
+        assert sns.emit("big", b"x" * 2048)  # does not
+        await asyncio.wait_for(client.wait_closed(), 5 * UNIT)
+        await asyncio.wait_for(sconn.wait_closed(), 5 * UNIT)
+        assert got.items == [900]
+    assert problems == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 
 import pytest
 from helpers import UNIT, Recorder, environment
@@ -210,14 +211,19 @@ def test_unmarshal() -> None:
     proto = Message(body=b"P:value").unmarshal(Proto())
     assert isinstance(proto, Proto) and proto.value == "value"
     assert Message(body=b"[1,2]").unmarshal(list) == [1, 2]
-    with pytest.raises(ValueError):
+    # a body that does not decode is the peer's mistake: InvalidPayload, from the cause
+    with pytest.raises(neffos.InvalidPayload) as bad:
         Message(body=b"not json").unmarshal()
-    with pytest.raises(ValueError):
+    assert isinstance(bad.value.__cause__, ValueError)
+    with pytest.raises(neffos.InvalidPayload):
         Message(body=b"[1]").unmarshal(User)
     # like Go's encoding/json, unknown fields are ignored; missing ones are an error
     assert Message(body=b'{"name":"a","age":1,"tz":"x"}').unmarshal(User) == User("a", 1)
-    with pytest.raises(ValueError, match="age"):
+    with pytest.raises(neffos.InvalidPayload) as missing:
         Message(body=b'{"name":"a"}').unmarshal(User)
+    assert "age" in str(missing.value.__cause__)
+    with pytest.raises(TypeError):  # the caller's mistake stays a TypeError
+        Message(body=b"{}").unmarshal(3)
     partial = User("old", 9)
     Message(body=b'{"age":2,"nope":1}').unmarshal(partial)
     assert partial == User("old", 2) and not hasattr(partial, "nope")
@@ -264,3 +270,15 @@ async def test_a_result_that_cannot_be_encoded_keeps_the_connection(transport: s
             await ns.ask("bad", timeout=5 * UNIT)
         ns.emit("bad")  # a plain emit too: nothing may escape into the transport
         assert (await ns.ask("ok", timeout=5 * UNIT)).body == b"ok"
+
+
+async def test_a_body_that_does_not_decode_is_answered_not_logged(
+    transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with environment(transport) as env:
+        server = await env.server({"v1": {"add": lambda ns, m: m.unmarshal(User)}})
+        client = await env.dial(server, {"v1": {}})
+        ns = await client.connect("v1")
+        with pytest.raises(neffos.InvalidPayload):
+            await ns.ask("add", b"not json", timeout=5 * UNIT)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -457,6 +457,25 @@ async def test_chat_room_between_js_and_python(node: str, net_transport: str) ->
 # -- 4. server-initiated connect and join ----------------------------------------------
 
 
+async def test_wait_server_connect_right_after_dial(node: str, net_transport: str) -> None:
+    """neffos.js' own pattern, ``await dial(); await conn.waitServerConnect("v1")``,
+    with a server that connects the client inside on_connect: 50 times, never a hang
+    (the connect request must not arrive in the same read as ``A``)."""
+
+    async def force(conn: neffos.Conn) -> None:
+        await conn.connect("v1", timeout=WAIT)
+
+    async with (
+        serving(net_transport, {"v1": {}}, on_connect=force) as (_, listener),
+        js_client(node, listener.url) as js,
+    ):
+        result = await js.call(
+            "dialAndWaitServerConnect", 60 * UNIT,
+            namespace="v1", times=50, timeoutMs=int(1000 * UNIT),
+        )
+        assert result == {"times": 50, "hung": 0, "reply": result["reply"], "ok": True}
+
+
 @pytest.mark.parametrize("when", ["on_connect", "after_ack"])
 async def test_server_forces_connect_and_join(node: str, net_transport: str, when: str) -> None:
     rec = Recorder()

@@ -156,7 +156,10 @@ class ClientConn(Dispatcher):
                     if "" not in self._namespaces:
                         self._add_namespace(NSConn(self, "", self.handler.namespaces[""]))
                 else:
-                    sock.send(ACK_HELLO, False)  # the one frame before the handshake
+                    try:
+                        sock.send(ACK_HELLO, False)  # the one frame before the handshake
+                    except Exception as exc:
+                        raise DialError(f"connection closed during the handshake ({exc!r})")
                     self.id = await fut
         except TimeoutError as exc:
             self._abandon_socket()
@@ -220,6 +223,7 @@ class ClientConn(Dispatcher):
         fut = self._ack_future
         if fut is not None and not fut.done():
             fut.set_exception(DialError(f"connection closed during the handshake ({exc!r})"))
+            fut.exception()  # the dial may have failed already: not "never retrieved"
             return
         if self._closed or not self._online:
             return

@@ -12,12 +12,23 @@ the client at once (``A`` goes out as soon as ``M`` is there), because the
 connect request could never be answered otherwise. If ``on_connect`` then
 fails, the connection is closed (Go would ignore the error).
 
+A server's first request to the client waits until the client has surely read
+``A``: neffos.js resolves ``dial()`` when it reads ``A``, and the usual
+``await dial(); await conn.waitServerConnect(ns)`` only sees a connect request
+that arrives in a later read (frames read together are handled in one go,
+before the code after ``await dial()`` runs, and ``waitServerConnect`` ignores a
+namespace connected already). So the server pings right after ``A`` and sends
+the request after the pong: the pong proves the client read ``A``, and the
+request then lands in a later read. Go's server gets the same effect, most of
+the time, from a 15 ms polling sleep.
+
 The states and what moves them are the table :data:`TRANSITIONS`; the
 per-frame check of the engine stays one ``is not None`` test (``_preack``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import inspect
 from collections.abc import Awaitable, Callable
@@ -29,13 +40,15 @@ from .errors import ConnectionClosed
 from .protocol import ACK_HELLO, TokenGenerator, ack_ok, ack_refused
 
 if TYPE_CHECKING:
-    import asyncio
-
     from .config import Config, Tasks
     from .handlers import ConnHandler
     from .transports.base import Socket
 
 __all__ = ["TRANSITIONS", "Handshake", "HandshakeEvent", "OnConnect", "ServerHandshake"]
+
+#: how long the first server request waits for the pong that proves the client
+#: read ``A`` (a client that never answers pings gets the request after this)
+_PONG_WAIT = 1.0
 
 #: ``fn(conn)``, plain or async: raise or return an exception to refuse
 OnConnect = Callable[[Conn], Any]
@@ -100,7 +113,7 @@ AWAITING_HELLO = frozenset({S.WAITING, S.ADMITTED, S.ACCEPTED, S.REFUSING})
 class ServerHandshake(Dispatcher):
     """The engine of a server connection, with the handshake in front of it."""
 
-    __slots__ = ("_ack_future", "_handshake", "_handshake_timer", "_refusal")
+    __slots__ = ("_ack_future", "_caught_up", "_handshake", "_handshake_timer", "_refusal")
 
     def __init__(
         self,
@@ -116,6 +129,8 @@ class ServerHandshake(Dispatcher):
         self._refusal: str | None = None  # the text of H, once on_connect refused
         self._ack_future: asyncio.Future[None] | None = None  # connect() before A waits here
         self._handshake_timer: asyncio.TimerHandle | None = None  # handshake_timeout
+        # the client read our A: True, or the pong of the ping sent to find out
+        self._caught_up: bool | asyncio.Future[None] = False
 
     def _begin_handshake(self, on_connect: OnConnect | None) -> None:
         """Start the handshake of the new connection and run ``on_connect``."""
@@ -169,7 +184,7 @@ class ServerHandshake(Dispatcher):
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
         if not self.is_acknowledged:
-            self._cfg.log.info(
+            self._cfg.log.debug(
                 "[%s] closing: no handshake within %ss", self.id, self._cfg.handshake_timeout
             )
             self.close(1008, "handshake timeout")
@@ -213,11 +228,11 @@ class ServerHandshake(Dispatcher):
             # on_connect let the client in already (it called connect()), so
             # "H" cannot be sent any more: close instead of ignoring the error.
             self._cfg.log.warning(
-                "[%s] on_connect failed after the acknowledgement: %s", self.id, text
+                "[%s] on_connect failed after the acknowledgement: %r", self.id, text
             )
             self.close(1008, "refused")
             return
-        self._cfg.log.info("[%s] refused by on_connect: %s", self.id, text)
+        self._cfg.log.debug("[%s] refused by on_connect: %r", self.id, text)
         self._refusal = text
         self._advance(HandshakeEvent.REFUSE)
 
@@ -232,23 +247,43 @@ class ServerHandshake(Dispatcher):
             self.close(1008, "handshake not completed")
 
     async def _before_request(self) -> None:
-        if self.is_acknowledged:
-            return
-        # connect() inside on_connect: let the client in now, otherwise the
-        # request could never be answered.
-        self._advance(HandshakeEvent.ADMIT)
-        if self.is_acknowledged:
-            return
-        if self._ack_future is None:
-            self._ack_future = self._loop.create_future()
-        await self._ack_future
-        if self._closed:
-            raise ConnectionClosed()
+        if not self.is_acknowledged:
+            # connect() inside on_connect: let the client in now, otherwise the
+            # request could never be answered.
+            self._advance(HandshakeEvent.ADMIT)
+            if not self.is_acknowledged:
+                if self._ack_future is None:
+                    self._ack_future = self._loop.create_future()
+                await self._ack_future
+                if self._closed:
+                    raise ConnectionClosed()
+        if self._caught_up is not True and not self.handler.only_native:
+            await self._client_caught_up()
+
+    async def _client_caught_up(self) -> None:
+        """Wait for a pong to a ping sent after ``A`` (see the module docstring)."""
+        waiter = self._caught_up
+        if waiter is False:
+            waiter = self._caught_up = self._loop.create_future()
+            self.socket.ping()
+        assert isinstance(waiter, asyncio.Future)
+        try:
+            async with asyncio.timeout(_PONG_WAIT):
+                await asyncio.shield(waiter)
+        except TimeoutError:
+            pass  # a client that never answers pings: go on without the proof
+        self._caught_up = True
+
+    def alive(self) -> None:
+        super().alive()
+        waiter = self._caught_up
+        if isinstance(waiter, asyncio.Future) and not waiter.done():
+            waiter.set_result(None)
 
     def _abort_pending(self) -> None:
         super()._abort_pending()
         self._stop_handshake_timer()
-        fut = self._ack_future
-        if fut is not None and not fut.done():
-            fut.set_exception(ConnectionClosed())
-            fut.exception()
+        for fut in (self._ack_future, self._caught_up):
+            if isinstance(fut, asyncio.Future) and not fut.done():
+                fut.set_exception(ConnectionClosed())
+                fut.exception()

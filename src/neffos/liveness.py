@@ -45,7 +45,7 @@ class Liveness(ConnBase):
             self._active = False
             self._ping_out = False
         elif self._ping_out:
-            self._cfg.log.info("[%s] closing: no pong from the peer", self.id)
+            self._cfg.log.debug("[%s] closing: no pong from the peer", self.id)
             self._fail(1011, "ping timeout")
         else:
             self._ping_out = True
@@ -65,7 +65,7 @@ class Liveness(ConnBase):
         timeout = self.handler.read_timeout
         idle = self._loop.time() - self._last_data
         if idle >= timeout:
-            self._cfg.log.info("[%s] closing: no data for %.1fs (read timeout)", self.id, idle)
+            self._cfg.log.debug("[%s] closing: no data for %.1fs (read timeout)", self.id, idle)
             self._fail(1001, "read timeout")
         else:
             self._read_timer = self._loop.call_later(timeout - idle, self._check_read_timeout)

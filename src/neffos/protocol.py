@@ -17,7 +17,7 @@ import functools
 import time
 from typing import Any, Final, TypeVar, overload
 
-from .errors import Reply, resolve_error
+from .errors import InvalidPayload, Reply, resolve_error
 
 __all__ = [
     "ACK_HELLO",
@@ -172,10 +172,22 @@ class Message:
     def unmarshal(self, into: _T) -> _T: ...
 
     def unmarshal(self, into: Any = None) -> Any:
-        """Decode the body (JSON by default), see :func:`neffos.unmarshal`."""
+        """Decode the body (JSON by default), see :func:`neffos.unmarshal`.
+
+        Raises:
+            InvalidPayload: the body does not decode into ``into`` (the peer's
+                mistake: a handler that lets it propagate answers the peer with
+                ``invalid payload``, and nothing is logged as an error).
+            TypeError: ``into`` is not something a body can decode into.
+        """
         from .encoding import unmarshal
 
-        return unmarshal(self.body, into)
+        try:
+            return unmarshal(self.body, into)
+        except (TypeError, AttributeError):
+            raise  # the caller's mistake, not the peer's
+        except Exception as exc:
+            raise InvalidPayload() from exc
 
     def copy(self, **changes: Any) -> Message:
         """A shallow copy with some fields changed."""

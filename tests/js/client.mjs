@@ -138,6 +138,23 @@ const commands = {
         });
         return { registered: true };
     },
+    async dialAndWaitServerConnect(cmd) {
+        // The pattern of the neffos.js docs, `times` times on fresh connections:
+        //   const conn = await dial(url, handler); await conn.waitServerConnect(ns)
+        // A server that connects the client inside its on_connect must let both
+        // resolve; `hung` counts the waits that did not within timeoutMs.
+        let hung = 0;
+        for (let i = 0; i < cmd.times; i++) {
+            const c = await dial(url, connHandler({ [cmd.namespace]: [] }));
+            let timer;
+            const gaveUp = new Promise((resolve) => { timer = setTimeout(() => resolve("hung"), cmd.timeoutMs); });
+            const result = await Promise.race([c.waitServerConnect(cmd.namespace), gaveUp]);
+            clearTimeout(timer);
+            if (result === "hung") hung++;
+            c.close();
+        }
+        return { times: cmd.times, hung };
+    },
     async ask(cmd) {
         const msg = await nsConn(cmd.namespace).ask(cmd.event, cmd.body);
         return { event: msg.Event, namespace: msg.Namespace, room: msg.Room || "", ...describeBody(msg.Body) };

@@ -67,13 +67,16 @@ class Assembler:
         """A text (``binary`` false) or binary frame; returns the message if ``fin``.
 
         Raises:
-            ProtocolViolation: RSV bits set, a message already in progress, or
-                invalid UTF-8 in a text message.
+            ProtocolViolation: RSV bits set, a message already in progress, a
+                frame past ``max_size``, or invalid UTF-8 in a text message.
         """
         if rsv:
             raise ProtocolViolation(1002, "reserved bits set without an extension")
         if self._parts is not None:
             raise ProtocolViolation(1002, "a new message inside a fragmented message")
+        if len(payload) > self.max_size:
+            # the libraries check their frame limit on one side or the other only
+            raise ProtocolViolation(1009, "message too big")
         if fin:
             if not binary and not is_valid_utf8(payload):
                 raise ProtocolViolation(1007, "invalid UTF-8 in a text message")
