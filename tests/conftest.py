@@ -15,7 +15,7 @@ import asyncio
 import inspect
 
 import pytest
-from helpers import ALL_TRANSPORTS, NETWORK_TRANSPORTS, TEST_TIMEOUT, loop_factory
+from helpers import ALL_TRANSPORTS, NETWORK_TRANSPORTS, TEST_TIMEOUT, loop_factory, report
 
 
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
@@ -44,3 +44,11 @@ def transport(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(params=NETWORK_TRANSPORTS)
 def net_transport(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the tables tests filled (attacks on memory, Autobahn results...)."""
+    for section, rows in report.sections().items():
+        terminalreporter.write_sep("=", section)
+        for line in report.render(rows):
+            terminalreporter.write_line(line)

@@ -77,8 +77,10 @@ class ConnBase:
         """Whether ``msg`` passes the write checks of PROTOCOL.md §7.4 (``conn``)."""
         raise NotImplementedError
 
-    def _fail(self, code: int, reason: str) -> None:
-        """The connection is broken: close it, or reconnect (``conn``, ``client``)."""
+    def _fail(self, code: int, reason: str, *, abort: bool = False) -> None:
+        """The connection is broken: close it, or reconnect (``conn``, ``client``).
+
+        ``abort``: the peer does not read, so nothing is flushed (no close frame)."""
         raise NotImplementedError
 
     def _feed_preack(self, data: bytes, binary: bool) -> None:

@@ -64,6 +64,9 @@ class _Offline:
     def close(self, code: int = 1000, reason: str = "") -> None:
         pass
 
+    def abort(self) -> None:
+        pass
+
     @property
     def remote_address(self) -> tuple[str, int] | None:
         return None
@@ -248,16 +251,16 @@ class ClientConn(Dispatcher):
             old.cancel()
         self._reconnect_task = self._loop.create_task(self._reconnect_loop())
 
-    def _fail(self, code: int, reason: str) -> None:
+    def _fail(self, code: int, reason: str, *, abort: bool = False) -> None:
         # A dead peer or a timeout is a lost connection: reconnect if allowed.
         if self._reconnect is not None and self._acked and self._online and not self._closed:
             log.info("[%s] closing the connection (%s)", self.id, reason)
             sock = self.socket
             sock.receiver = None
-            sock.close(code, reason)
+            self._close_socket(sock, code, reason, abort)
             self.socket_closed(None)
             return
-        super()._fail(code, reason)
+        super()._fail(code, reason, abort=abort)
 
     async def _reconnect_loop(self) -> None:
         policy = self._reconnect
@@ -373,6 +376,7 @@ def dial(
     max_queued_bytes: int = 1 << 20,
     max_rooms: int = 1024,
     max_room_name_length: int = 256,
+    close_timeout: float = 5.0,
     ping_interval: float | None = 20.0,
 ) -> Dialing:
     """Connect to a neffos server and complete the handshake.
@@ -388,7 +392,7 @@ def dial(
         transport: ``"picows"`` (default), ``"websockets"``, ``"aiohttp"``, or a
             connector such as :func:`neffos.testing.memory_transport`.
         max_message_size, send_buffer, max_pending_asks, max_queued_frames,
-        max_queued_bytes, max_rooms, max_room_name_length, ping_interval:
+        max_queued_bytes, max_rooms, max_room_name_length, close_timeout, ping_interval:
         limits, as for :class:`~neffos.Server` (they bound what the server can
         make this client hold).
 
@@ -412,6 +416,7 @@ def dial(
         max_queued_bytes=max_queued_bytes,
         max_rooms=max_rooms,
         max_room_name_length=max_room_name_length,
+        close_timeout=close_timeout,
     )
     return Dialing(_dial(url, handler, headers, timeout, reconnect, transport, cfg))
 

@@ -39,6 +39,8 @@ class Config:
     max_rooms: int
     #: the longest room name accepted, in characters
     max_room_name_length: int
+    #: seconds a closing connection may take to flush before it is dropped
+    close_timeout: float
 
 
 class Tasks:

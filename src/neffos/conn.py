@@ -137,7 +137,7 @@ class Conn(KeyValueStore):
     is this object.
     """
 
-    __slots__ = ("_closed_future", "_namespaces", "_ns_waiters")
+    __slots__ = ("_close_timer", "_closed_future", "_namespaces", "_ns_waiters")
 
     #: True on client connections
     is_client: ClassVar[bool] = False
@@ -155,6 +155,8 @@ class Conn(KeyValueStore):
         self._namespaces: dict[str, NSConn] = {}  # connected namespaces, by name
         self._ns_waiters: dict[str, list[asyncio.Future[NSConn]]] | None = None  # wait_connect
         self._closed_future: asyncio.Future[None] | None = None  # wait_closed()
+        # drops the socket if it has not closed within close_timeout of close()
+        self._close_timer: asyncio.TimerHandle | None = None
         socket.receiver = self
 
     # -- public properties ---------------------------------------------------
@@ -447,7 +449,7 @@ class Conn(KeyValueStore):
             pending = self.socket.send(data, binary)
         except Exception as exc:
             self._cfg.log.debug("[%s] write failed: %r", self.id, exc)
-            self._fail(1011, "write failed")
+            self._fail(1011, "write failed", abort=True)
             return False
         if pending > self._cfg.send_buffer:
             self._overflowed(pending)
@@ -469,7 +471,7 @@ class Conn(KeyValueStore):
             pending,
             self._cfg.send_buffer,
         )
-        self._fail(1008, "send buffer full")
+        self._fail(1008, "send buffer full", abort=True)
 
     def _send_error_reply(self, msg: Message, err: BaseException) -> None:
         if not str(err):
@@ -550,12 +552,12 @@ class Conn(KeyValueStore):
 
     # -- closing -------------------------------------------------------------------
 
-    def _fail(self, code: int, reason: str) -> None:
+    def _fail(self, code: int, reason: str, *, abort: bool = False) -> None:
         """The connection is broken (dead peer, timeout, overflow): close it.
 
         A client with a reconnect policy reconnects instead of closing for good.
         """
-        self.close(code, reason)
+        self._close(code, reason, abort)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection (idempotent).
@@ -566,15 +568,34 @@ class Conn(KeyValueStore):
         :class:`~neffos.ConnectionClosed` and runs the disconnect hooks. Use
         :meth:`wait_closed` or :meth:`aclose` to wait for all of that.
         """
+        self._close(code, reason, False)
+
+    def _close(self, code: int, reason: str, abort: bool) -> None:
         if self._closed:
             return
         self._closed = True
         self._abort_pending()
+        self._close_timer = self._close_socket(self.socket, code, reason, abort)
+        self._loop.call_soon(self._begin_close_sequence)
+
+    def _close_socket(
+        self, socket: Socket, code: int, reason: str, abort: bool
+    ) -> asyncio.TimerHandle | None:
+        """Close ``socket``: now (``abort``), or once flushed within ``close_timeout``.
+
+        A peer that stops reading would otherwise keep a closed connection, and
+        what was waiting to be sent to it, for as long as TCP keeps trying.
+        Returns the timer that drops it, to be cancelled when it has closed.
+        """
         try:
-            self.socket.close(code, reason)
+            socket.close(code, reason)
+            if abort:
+                socket.abort()
+                return None
+            return self._loop.call_later(self._cfg.close_timeout, socket.abort)
         except Exception as exc:
             self._cfg.log.debug("[%s] socket close failed: %r", self.id, exc)
-        self._loop.call_soon(self._begin_close_sequence)
+            return None
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         """Close and wait until the forced events and hooks have run."""
@@ -590,6 +611,9 @@ class Conn(KeyValueStore):
 
     def socket_closed(self, exc: BaseException | None) -> None:
         """Called by the transport once the socket is gone (peer closed, network error)."""
+        timer, self._close_timer = self._close_timer, None
+        if timer is not None:
+            timer.cancel()
         if self._closed:
             return
         self._closed = True

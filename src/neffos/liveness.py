@@ -85,7 +85,7 @@ class Liveness(ConnBase):
     def _write_timed_out(self) -> None:
         self._write_timer = None
         self._cfg.log.warning("[%s] closing: the peer has not read for too long", self.id)
-        self._fail(1008, "write timeout")
+        self._fail(1008, "write timeout", abort=True)
 
     def _stop_timers(self) -> None:
         for timer in (self._read_timer, self._write_timer):

@@ -187,6 +187,10 @@ class Server:
             characters (default 256); longer ones are refused the same way.
         handshake_timeout: seconds from TCP accept to the neffos handshake
             (default 10).
+        close_timeout: seconds a closing connection may take to flush what it
+            was sending (its close frame last) before the TCP connection is
+            dropped (default 5). A peer closed for not reading is dropped at
+            once.
         ping_interval: seconds between heartbeat sweeps (default 20; ``None``
             disables). A peer silent for a whole interval gets a ping; one that
             stays silent for the next interval too is closed.
@@ -212,6 +216,7 @@ class Server:
         max_rooms: int = 1024,
         max_room_name_length: int = 256,
         handshake_timeout: float = 10.0,
+        close_timeout: float = 5.0,
         ping_interval: float | None = 20.0,
         allowed_origins: Iterable[str] | None = None,
         transport: str = transports.DEFAULT,
@@ -235,6 +240,7 @@ class Server:
             max_queued_bytes=max_queued_bytes,
             max_rooms=max_rooms,
             max_room_name_length=max_room_name_length,
+            close_timeout=close_timeout,
         )
         self._tasks = Tasks()  # every task of the server and its connections
         self._tokens = TokenGenerator()  # wait tokens of server asks

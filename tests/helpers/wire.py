@@ -87,7 +87,10 @@ class RawWebSocket:
         fin: bool = True,
         rsv: int = 0,
         masked: bool = True,
+        key: bytes | None = None,
     ) -> None:
+        """Write one frame. ``key``: the masking key (default random; a zero key
+        leaves the payload as it is, which is quick for big frames)."""
         size = len(payload)
         first = (0x80 if fin else 0) | (rsv << 4) | opcode
         mask_bit = 0x80 if masked else 0
@@ -98,8 +101,9 @@ class RawWebSocket:
         else:
             header = struct.pack("!BBQ", first, mask_bit | 127, size)
         if masked:
-            key = os.urandom(4)
-            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+            key = key if key is not None else os.urandom(4)
+            if key != b"\0\0\0\0":
+                payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
             header += key
         self.writer.write(header + payload)
 

@@ -143,6 +143,10 @@ class AiohttpSocket:
             self._ws.close(code=code, message=reason.encode()[:120])
         )
 
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
     @property
     def remote_address(self) -> tuple[str, int] | None:
         return self.request.remote_address if self.request is not None else None

@@ -72,7 +72,13 @@ class Socket(Protocol):
         ...
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        """Send a close frame and close the connection. Idempotent."""
+        """Send a close frame and close the connection once flushed. Idempotent."""
+        ...
+
+    def abort(self) -> None:
+        """Drop the connection now, without flushing (a peer that does not read).
+
+        Idempotent, and nothing happens once the connection is gone."""
         ...
 
     @property

@@ -61,6 +61,9 @@ class MemorySocket:
         if peer is not None:
             self._loop.call_soon(peer._peer_closed)
 
+    def abort(self) -> None:
+        self.close()
+
     def _peer_closed(self) -> None:
         if not self._closed:
             self._closed = True

@@ -181,6 +181,11 @@ class PicowsSocket(WSListener):
     def close(self, code: int = 1000, reason: str = "") -> None:
         self._close_now(code if is_valid_close_code(code) else 1000, reason)
 
+    def abort(self) -> None:
+        ws = self._ws
+        if ws is not None and not ws.is_disconnected:
+            ws.disconnect(graceful=False)
+
     def _close_now(self, code: int, reason: str) -> None:
         ws = self._ws
         if ws is None or ws.is_disconnected:

@@ -197,6 +197,10 @@ class WebsocketsSocket(asyncio.Protocol):
         self._flush()
         transport.close()
 
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
     @property
     def remote_address(self) -> tuple[str, int] | None:
         return peer_of(self._transport)
