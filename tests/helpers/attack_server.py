@@ -38,6 +38,10 @@ def status(field: str) -> int:
     raise RuntimeError(field)
 
 
+def reset_peak_rss() -> None:
+    pathlib.Path("/proc/self/clear_refs").write_text("5")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--transport", default="picows")
@@ -74,7 +78,7 @@ async def main() -> None:
             }
         elif command == "reset_peak":
             gc.collect()
-            pathlib.Path("/proc/self/clear_refs").write_text("5")
+            reset_peak_rss()
             tracemalloc.reset_peak()
             answer = {"ok": True}
         elif command == "snapshot":
