@@ -81,6 +81,7 @@ class ClientConn(Dispatcher):
         "_connector",
         "_dial_timeout",
         "_headers",
+        "_lost_in_open",
         "_online",
         "_reconnect",
         "_reconnect_task",
@@ -105,6 +106,7 @@ class ClientConn(Dispatcher):
         #: the server's URL
         self.url = url
         self._acked = False  # "A" received on the current socket
+        self._lost_in_open: DialError | None = None  # the socket died while opening
         self._connector = connector
         self._headers = headers
         self._dial_timeout = dial_timeout
@@ -140,16 +142,20 @@ class ClientConn(Dispatcher):
             headers.append((RECONNECT_HEADER, str(tries)))
         timeout = self._dial_timeout
         native = self.handler.only_native
-        # Frames can arrive as soon as the WebSocket is open: queue them until "A".
-        self._preack = None if native else []
+        # Frames can arrive as soon as the WebSocket is open, even before
+        # connect() returns: queue them until "A" (native: until it returned).
+        self._preack = []
         fut: asyncio.Future[str] = self._loop.create_future()
         self._ack_future = fut
+        self._lost_in_open = None
         try:
             async with asyncio.timeout(timeout):
                 sock = await self._connector.connect(
                     self, self.url, headers, timeout=timeout,
                     max_message_size=self._cfg.max_message_size,
                 )
+                if self._lost_in_open is not None:  # closed before connect() returned
+                    raise self._lost_in_open
                 self.socket = sock
                 sock.receiver = self
                 self.reconnect_tries = tries
@@ -158,12 +164,16 @@ class ClientConn(Dispatcher):
                     self._acked = True
                     if "" not in self._namespaces:
                         self._add_namespace(NSConn(self, "", self.handler.namespaces[""]))
+                    for data, binary in self._take_early():
+                        self.feed(data, binary)
                 else:
                     try:
                         sock.send(ACK_HELLO, False)  # the one frame before the handshake
                     except Exception as exc:
                         raise DialError(f"connection closed during the handshake ({exc!r})")
                     self.id = await fut
+                    if self._lost_in_open is not None:  # "A", then the end at once
+                        raise self._lost_in_open
         except TimeoutError as exc:
             self._abandon_socket()
             raise DialError(f"no handshake from {self.url} within {timeout}s") from exc
@@ -195,6 +205,10 @@ class ClientConn(Dispatcher):
 
     def _feed_preack(self, data: bytes, binary: bool) -> None:
         fut = self._ack_future
+        if self.handler.only_native:  # no "A" to wait for: only connect() to return
+            if not self._keep_early(data, binary) and fut is not None and not fut.done():
+                fut.set_exception(DialError("too many frames before the connection was up"))
+            return
         ack = None if binary else parse_ack(data)
         if ack is not None and ack[0] == "A":
             queued = self._take_early()
@@ -224,9 +238,15 @@ class ClientConn(Dispatcher):
 
     def socket_closed(self, exc: BaseException | None) -> None:
         fut = self._ack_future
-        if fut is not None and not fut.done():
-            fut.set_exception(DialError(f"connection closed during the handshake ({exc!r})"))
-            fut.exception()  # the dial may have failed already: not "never retrieved"
+        if fut is not None:
+            # Still opening (maybe still inside the transport's connect): this
+            # attempt failed, whether or not "A" came first.
+            lost = self._lost_in_open = DialError(
+                f"connection closed during the handshake ({exc!r})"
+            )
+            if not fut.done():
+                fut.set_exception(lost)
+                fut.exception()  # the dial may have failed already: not "never retrieved"
             return
         if self._closed or not self._online:
             return

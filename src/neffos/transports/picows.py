@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -67,6 +68,11 @@ _CLOSE = WSMsgType.CLOSE
 _READ_BUFFER = 2048
 
 
+async def _quietly(disconnected: Awaitable[None]) -> None:
+    with contextlib.suppress(Exception):
+        await disconnected
+
+
 class PicowsSocket(WSListener):
     """A neffos Socket on top of a picows connection."""
 
@@ -75,6 +81,7 @@ class PicowsSocket(WSListener):
         "_buffered",
         "_endpoint",
         "_send",
+        "_waiter",
         "_ws",
         "receiver",
         "request",
@@ -92,6 +99,7 @@ class PicowsSocket(WSListener):
         self._send: Any = None
         self._buffered: Any = None
         self._assembler = Assembler(max_size)  # fragments and the data-frame rules
+        self._waiter: asyncio.Task[None] | None = None  # client: takes picows' end
 
     # -- picows callbacks --------------------------------------------------------
 
@@ -108,6 +116,12 @@ class PicowsSocket(WSListener):
                 with contextlib.suppress(AttributeError, TypeError):
                     message.headers = None  # type: ignore[assignment]
             self._endpoint.accept(self)
+        else:
+            # picows keeps a client's protocol error for wait_disconnected();
+            # neffos reports the end through socket_closed: take it there.
+            self._waiter = asyncio.get_running_loop().create_task(
+                _quietly(transport.wait_disconnected())
+            )
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
@@ -128,6 +142,8 @@ class PicowsSocket(WSListener):
                 receiver = self.receiver
                 if message is not None and receiver is not None:
                     receiver.feed(*message)
+            elif frame.rsv1 or frame.rsv2 or frame.rsv3:  # a control frame
+                raise ProtocolViolation(1002, "reserved bits set without an extension")
             elif msg_type is _PING:
                 # Answered here, not by picows, so that pongs count against
                 # send_buffer like everything else we write.
