@@ -151,3 +151,28 @@ async def test_protocol_errors_are_not_logged_as_errors(net_transport: str, erro
                 assert await ws.close_code() == 1002
             finally:
                 await ws.aclose()
+
+
+async def test_connection_churn_logs_nothing_at_info(
+    net_transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Connections that come and go — closed, aborted, refused — leave no log line at
+    INFO or above: a soak must not fill the logs."""
+    caplog.set_level(logging.DEBUG)
+    async with environment(net_transport) as env:
+        server = await env.server(
+            {"v1": {}},
+            on_connect=lambda conn: ValueError("go away") if conn.id.startswith("x") else None,
+            id_generator=lambda request: request.headers.get("X-Id") or "anon",
+        )
+        for i in range(20):
+            client = await env.dial(server, {"v1": {}}, headers={"X-Id": f"c{i}"})
+            await client.connect("v1")
+            await client.aclose()
+            with pytest.raises(neffos.HandshakeRefused):
+                await env.dial(server, {"v1": {}}, headers={"X-Id": f"x{i}"})
+            ws, _ = await RawWebSocket.open(env.url(server))
+            ws.writer.transport.abort()  # a peer that vanishes
+    loud = [(r.name, r.levelname, r.getMessage()) for r in caplog.records
+            if r.levelno >= logging.INFO]
+    assert loud == []

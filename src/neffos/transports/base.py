@@ -15,14 +15,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._http import Router
 
 if TYPE_CHECKING:
     from .._http import Request
 
-__all__ = ["Endpoint", "Receiver", "Socket", "peer_of"]
+__all__ = ["Endpoint", "QuietLog", "Receiver", "Socket", "peer_of"]
 
 
 class Receiver(Protocol):
@@ -108,3 +109,20 @@ def peer_of(transport: asyncio.BaseTransport | None) -> tuple[str, int] | None:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return (str(peer[0]), int(peer[1]))
     return None
+
+
+class QuietLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The log of a WebSocket library, in neffos terms.
+
+    Libraries log every connection and disconnection at INFO and the peer's
+    protocol errors at ERROR. Here those are routine or the peer's doing, so
+    they go to DEBUG; only records with a traceback (bugs) keep their level.
+    An adapter, not a Logger: a library then logs through it as it is instead
+    of creating a child Logger per connection.
+    """
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if not kwargs.get("exc_info"):
+            level = min(level, logging.DEBUG)
+        if self.logger.isEnabledFor(level):
+            self.logger.log(level, msg, *args, **kwargs)

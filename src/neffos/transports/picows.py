@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - picows is a dependency
 
 from .._http import Request, serve_front
 from ..errors import DialError
-from .base import Endpoint, Receiver, peer_of
+from .base import Endpoint, QuietLog, Receiver, peer_of
 from .messages import Assembler, ProtocolViolation, is_valid_close_code
 
 if TYPE_CHECKING:
@@ -40,24 +40,7 @@ if TYPE_CHECKING:
 NAME = "picows"
 
 
-class _PicowsLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """picows' log in neffos terms.
-
-    picows logs every connection and disconnection at INFO and the peer's
-    protocol errors at ERROR. Here those are the peer's doing or routine, so
-    they go to DEBUG; only exceptions with a traceback (bugs) keep their level.
-    An adapter, not a Logger: picows then logs through it as is instead of
-    creating a child Logger object per connection.
-    """
-
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if not kwargs.get("exc_info"):
-            level = min(level, logging.DEBUG)
-        if self.logger.isEnabledFor(level):
-            self.logger.log(level, msg, *args, **kwargs)
-
-
-_log = _PicowsLog(logging.getLogger("neffos.transports.picows"), {})
+_log = QuietLog(logging.getLogger("neffos.transports.picows"), {})
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _CONTINUATION = WSMsgType.CONTINUATION

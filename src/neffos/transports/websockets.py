@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 try:
@@ -26,11 +27,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .._http import Headers, Request, serve_front
 from ..errors import DialError
-from .base import Endpoint, Receiver, peer_of
+from .base import Endpoint, QuietLog, Receiver, peer_of
 from .messages import Assembler, ProtocolViolation
 
 NAME = "websockets"
 
+_log = QuietLog(logging.getLogger("neffos.transports.websockets"), {})
 _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY
 _CONT = Opcode.CONT
@@ -219,7 +221,7 @@ def upgrade(
     """Hand a TCP connection whose request head HttpFront read over to websockets."""
     request.remote_address = peer_of(transport)
     max_size = endpoint.max_message_size
-    proto = ServerProtocol(max_size=max_size)
+    proto = ServerProtocol(max_size=max_size, logger=_log)
     sock = WebsocketsSocket(proto, request, max_size)
     transport.set_protocol(sock)
     sock.connection_made(transport)
@@ -257,7 +259,10 @@ async def connect(
     target = uri.resource_name
     request = Request("GET", target, Headers(headers))
     sock = WebsocketsSocket(
-        ClientProtocol(uri, max_size=max_message_size), request, max_message_size, headers
+        ClientProtocol(uri, max_size=max_message_size, logger=_log),
+        request,
+        max_message_size,
+        headers,
     )
     loop = asyncio.get_running_loop()
     sock._handshake = loop.create_future()
