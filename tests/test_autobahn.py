@@ -29,6 +29,9 @@ EXCLUDED = ["12.*", "13.*", "9.7.1", "9.8.1"]
 BIG = 64 << 20  # 9.* sends messages of up to 16 MiB
 
 EMPTY = "neffos skips empty messages by design (a neffos frame is never empty): no echo"
+#: cases 1 to 10, less the two excluded ones
+CASES = 299
+
 #: case -> why it fails, by design or inside a library; per transport, then for all
 EXPECTED: dict[str, dict[str, str]] = {
     "all": {"1.1.1": EMPTY, "1.2.1": EMPTY, "6.1.1": EMPTY, "6.1.2": EMPTY},
@@ -102,6 +105,7 @@ async def test_autobahn_server_cases(transport: str) -> None:
         await listener.close()
         await server.close()
     record("server", transport, results)
+    assert len(results) == CASES
     known = expected(transport)
     assert {case: why for case, why in failures(results).items() if case not in known} == {}
 
@@ -125,6 +129,7 @@ async def test_autobahn_client_cases(transport: str) -> None:
         except kosoku.FailureError as exc:
             results = exc.results
     record("client", transport, results)
+    assert len(results) == CASES
     known = expected(transport)
     assert {case: why for case, why in failures(results).items() if case not in known} == {}
 

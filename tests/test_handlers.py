@@ -224,6 +224,9 @@ def test_unmarshal() -> None:
     assert "age" in str(missing.value.__cause__)
     with pytest.raises(TypeError):  # the caller's mistake stays a TypeError
         Message(body=b"{}").unmarshal(3)
+    for body, into in ((b"[1]", dict), (b"5", list), (b"[1]", {})):  # the peer's, again
+        with pytest.raises(neffos.InvalidPayload):
+            Message(body=body).unmarshal(into)
     partial = User("old", 9)
     Message(body=b'{"age":2,"nope":1}').unmarshal(partial)
     assert partial == User("old", 2) and not hasattr(partial, "nope")

@@ -39,6 +39,22 @@ MALFORMED: dict[str, tuple[bytes, int]] = {
         upgrade_request("/echo?X-Websocket-Header-X-Username=eve%0d%0aforged%3a%20line"), 400,
     ),
     "a URL header with ';'": (upgrade_request("/echo?X-Websocket-Header-X-Id=a%3Bb"), 400),
+    "a URL header with ESC": (upgrade_request("/echo?X-Websocket-Header-X-Id=a%1Bb"), 400),
+    "a header name with a space": (upgrade_request(extra=["X Name: a"]), 400),
+    "a header name with '@'": (upgrade_request(extra=["X@Name: a"]), 400),
+    "a lone LF in a value": (upgrade_request(extra=["X-Name: a\nb"]), 400),
+    "a lone CR in a value": (upgrade_request(extra=["X-Name: a\rb"]), 400),
+    "two Host headers": (upgrade_request(extra=["Host: other"]), 400),
+    "no Host header": (
+        b"GET /echo HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        400,
+    ),
+    "a control character in the target": (upgrade_request("/echo?a=\x01"), 400),
+    "a 9 KB header line": (upgrade_request(extra=["X-Big: " + "b" * 9000]), 431),
+    "a 20 KB head in one write": (
+        upgrade_request(extra=[f"X-{i}: " + "b" * 1000 for i in range(20)]), 431,
+    ),
 }
 
 
@@ -176,3 +192,38 @@ async def test_connection_churn_logs_nothing_at_info(
     loud = [(r.name, r.levelname, r.getMessage()) for r in caplog.records
             if r.levelno >= logging.INFO]
     assert loud == []
+
+
+async def test_firefox_connection_header_is_accepted(net_transport: str) -> None:
+    """Firefox sends ``Connection: keep-alive, Upgrade``: every transport upgrades it."""
+    async with environment(net_transport) as env:
+        server = await env.server({"v1": {}})
+        request = upgrade_request(extra=["User-Agent: Firefox"]).replace(
+            b"Connection: Upgrade", b"Connection: keep-alive, Upgrade"
+        )
+        ws, status = await RawWebSocket.open(env.url(server), request)
+        try:
+            assert status == 101
+            ws.send_frame(0x1, b"M")
+            opcode, payload = await ws.recv_frame()
+            assert opcode == 0x1 and payload.startswith(b"A")
+        finally:
+            await ws.aclose()
+
+
+async def test_a_hello_sent_with_the_request_head_is_answered(net_transport: str) -> None:
+    async with environment(net_transport) as env:
+        server = await env.server({"v1": {}})
+        parts = urllib.parse.urlsplit(env.url(server))
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        ws = RawWebSocket(reader, writer)
+        try:
+            request = upgrade_request()
+            ws.writer.write(request)
+            ws.send_frame(0x1, b"M")  # in the same write as the head
+            status, _, _ = await http_response(reader)
+            assert status == 101
+            opcode, payload = await ws.recv_frame()
+            assert opcode == 0x1 and payload.startswith(b"A")
+        finally:
+            await ws.aclose()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import urllib.parse
 import uuid
 from typing import Any
 
+import picows
 import pytest
 from helpers import UNIT, Recorder, environment
 from helpers.raw import RawPeer
@@ -400,8 +402,12 @@ async def test_broadcast_keeps_sender_order_and_clears_tokens(transport: str) ->
         assert got == {"b": expected, "c": expected}
 
 
-async def test_slow_reader_is_closed_and_others_are_not_affected(net_transport: str) -> None:
+async def test_slow_reader_is_closed_and_others_are_not_affected(
+    net_transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
     rec = Recorder()
+    problems: list[Any] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: problems.append(ctx))
     async with environment(net_transport) as env:
         server = await env.server({"v1": {}}, send_buffer=256 * 1024, id_generator=by_username)
         slow = await RawPeer.connect(env.url(server), extra_headers={"X-Username": "slow"})
@@ -424,6 +430,64 @@ async def test_slow_reader_is_closed_and_others_are_not_affected(net_transport: 
         assert rec.items == [len(body)] * count
         assert [c.id for c in server.get_connections()] == ["fast"]
         slow.close()
+    # closed as a slow reader (1008, a WARNING), not as a failed write (1011)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("closing a slow connection" in line for line in warnings), warnings
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert problems == []
+
+
+class AbortTap:
+    """Stands in for a connection's socket and tells when it is dropped (abort)."""
+
+    def __init__(self, socket: Any) -> None:
+        self.socket = socket
+        self.aborted: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.socket, name)
+
+    def abort(self) -> None:
+        if not self.aborted.done():
+            self.aborted.set_result(asyncio.get_running_loop().time())
+        self.socket.abort()
+
+
+@pytest.mark.parametrize("started_by", ["server", "peer"])
+async def test_a_closing_peer_that_does_not_read_is_dropped_after_close_timeout(
+    net_transport: str, started_by: str
+) -> None:
+    """Whoever starts the close (the server, or the peer with a protocol error), a
+    peer that reads nothing is dropped close_timeout later, pending bytes and all."""
+    timeout = 0.5 * UNIT
+    async with environment(net_transport) as env:
+        server = await env.server(
+            {"v1": {}}, close_timeout=timeout, id_generator=by_username, send_buffer=64 << 20
+        )
+        peer = await RawPeer.connect(env.url(server), extra_headers={"X-Username": "idle"})
+        try:
+            await peer.handshake()
+            peer.send("$1;v1;;_OnNamespaceConnect;0;0;")
+            assert await peer.recv() == "$1;;;;;;"
+            peer.pause_reading()
+            (conn,) = server.get_connections()
+            ns = conn.namespace("v1")
+            assert ns is not None
+            for _ in range(1000):  # 32 MB: far more than the kernel buffers hold
+                ns.emit("big", b"x" * 32 * 1024)
+            tap = conn.socket = AbortTap(conn.socket)  # type: ignore[assignment]
+            started = asyncio.get_running_loop().time()
+            if started_by == "server":
+                conn.close()
+            else:
+                peer.send(b"\xff\xfe")  # invalid UTF-8 in a text frame: 1007, by the transport
+                peer.transport.send(picows.WSMsgType.TEXT, b"\xff\xfe")  # type: ignore[union-attr]
+            aborted_at = await asyncio.wait_for(asyncio.shield(tap.aborted), 5 * UNIT)
+            assert timeout <= aborted_at - started < timeout + 2 * UNIT
+            await asyncio.wait_for(conn.wait_closed(), 5 * UNIT)
+            assert server.get_total_connections() == 0
+        finally:
+            peer.close()
 
 
 async def test_server_queries_and_do(transport: str) -> None:

@@ -63,6 +63,10 @@ VIOLATIONS: dict[str, tuple[Callable[[RawWebSocket], None], int]] = {
     "a message past max_message_size in fragments": (
         fragments((BINARY, b"x" * 3000, False), (CONT, b"x" * 3000, True)), 1009
     ),
+    # each fragment counts as 64 bytes at least: MAX_SIZE // 64 = 64 fragments
+    "a message in too many tiny fragments": (
+        fragments((BINARY, b"x", False), *[(CONT, b"", False)] * 100), 1009
+    ),
 }
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "Upgrade",
     "apply_url_headers",
     "canonical_header_key",
+    "canonical_upgrade_head",
     "handshake_problem",
     "has_forbidden_characters",
     "serve_front",
@@ -35,7 +36,9 @@ log = logging.getLogger("neffos.server")
 
 URL_HEADER_PREFIX = "X-Websocket-Header-"
 RECONNECT_HEADER = "X-Websocket-Reconnect"
+#: the largest request head (431 past it), and the longest line in it
 MAX_HEAD_SIZE = 16 * 1024
+MAX_LINE_SIZE = 8 * 1024
 
 
 class Headers:
@@ -198,17 +201,18 @@ def _go_parse_query(query: str) -> list[tuple[str, str]]:
     return pairs
 
 
-#: characters that never appear in a header value taken from a URL: they would
-#: let a peer forge lines in logs (CR, LF), cut C strings (NUL) or neffos frames (;)
-_FORBIDDEN_IN_VALUES = frozenset("\r\n\x00;")
+#: characters that never appear in a header value taken from a URL, nor in a
+#: connection ID: controls would let a peer forge lines in logs (CR, LF) or cut
+#: C strings (NUL), and ";" would cut neffos frames
+_FORBIDDEN_IN_VALUES = frozenset(chr(c) for c in range(32)) | {"\x7f", ";"}
 
 
 def apply_url_headers(request: Request) -> None:
     """Add ``X-Websocket-Header-<name>=<value>`` query parameters as request headers.
 
     Raises:
-        ValueError: a name or value has CR, LF, NUL or ``;`` in it (the request
-            is refused with 400).
+        ValueError: a name or value has a control character or ``;`` in it (the
+            request is refused with 400).
     """
     if "X-" not in request.query_string and "x-" not in request.query_string:
         return
@@ -224,7 +228,7 @@ def apply_url_headers(request: Request) -> None:
 
 
 def has_forbidden_characters(text: str) -> bool:
-    """Whether ``text`` (a header value, a connection ID) has CR, LF, NUL or ``;``."""
+    """Whether ``text`` (a header value, a connection ID) has a control character or ``;``."""
     return not _FORBIDDEN_IN_VALUES.isdisjoint(text)
 
 
@@ -314,15 +318,16 @@ class HttpFront(asyncio.Protocol):
             return
         self._buffer += data
         end = self._buffer.find(b"\r\n\r\n")
-        if end < 0:
+        if end < 0 or end > MAX_HEAD_SIZE:
             if len(self._buffer) > MAX_HEAD_SIZE:
-                self._reply(431, [], b"Request Header Fields Too Large\n")
+                self._reply(*plain_text(431, "Request Header Fields Too Large"))
             return
         head = bytes(self._buffer)
         try:
             request = _parse_head(head[:end], transport)
         except ValueError as exc:
-            self._reply(400, [], f"Bad Request: {exc}\n".encode())
+            status = 431 if "too long" in str(exc) else 400
+            self._reply(*plain_text(status, f"{HTTPStatus(status).phrase}: {exc}"))
             return
         try:
             answer = self._endpoint.route(request)
@@ -369,30 +374,40 @@ async def serve_front(
 
 
 def _parse_head(head: bytes, transport: asyncio.BaseTransport) -> Request:
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError as exc:  # pragma: no cover - latin-1 decodes anything
-        raise ValueError("undecodable request head") from exc
-    request_line, _, header_block = text.partition("\r\n")
-    parts = request_line.split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+    """The request of a head (without its final empty line); strict, as RFC 9112 allows.
+
+    Raises:
+        ValueError: anything malformed: the request line, a header line or name,
+            a control character (a lone CR or LF included), a line over
+            ``MAX_LINE_SIZE`` (its text says so: 431), a missing or doubled Host.
+    """
+    text = head.decode("latin-1")  # decodes any byte
+    lines = text.split("\r\n")
+    if any(len(line) > MAX_LINE_SIZE for line in lines):
+        raise ValueError("line too long")
+    if any(not _CONTROL.isdisjoint(line) for line in lines):
+        raise ValueError("control character in the request head")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/") or not parts[1]:
         raise ValueError("malformed request line")
     method, target, version = parts
-    if header_block:
-        for line in header_block.split("\r\n"):
-            name, sep, _ = line.partition(":")
-            if not sep or not name or name != name.strip():
-                raise ValueError("malformed header line")
-        if not _CONTROL.isdisjoint(header_block):
-            raise ValueError("control character in a header")
-    headers = Headers(raw=header_block)
+    hosts = 0
+    for line in lines[1:]:
+        name, sep, _ = line.partition(":")
+        if not sep or not name or not _TOKEN_CHARS.issuperset(name):
+            raise ValueError("malformed header line")
+        hosts += name.lower() == "host"
+    if hosts != 1:
+        raise ValueError("a request needs one Host header")
+    headers = Headers(raw="\r\n".join(lines[1:]))
     peer = transport.get_extra_info("peername")
     remote = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
     return Request(method, target, headers, remote, version)
 
 
-# CR and LF split the lines already; tab is allowed in values (RFC 9110 §5.5)
-_CONTROL = frozenset(chr(c) for c in range(32) if c not in (9, 10, 13)) | {"\x7f"}
+#: C0 controls (CR and LF too: inside a line they are lone ones) and DEL; tab is
+#: allowed in header values (RFC 9110 §5.5)
+_CONTROL = frozenset(chr(c) for c in range(32) if c != 9) | {"\x7f"}
 
 
 def handshake_problem(request: Request) -> HttpAnswer | None:
@@ -420,6 +435,24 @@ def handshake_problem(request: Request) -> HttpAnswer | None:
     if headers.get("Transfer-Encoding") is not None or (length and length != ["0"]):
         return plain_text(400, "Bad Request: a WebSocket handshake has no body")
     return None
+
+
+def canonical_upgrade_head(head: bytes) -> bytes:
+    """``head`` with ``Connection: Upgrade`` and ``Upgrade: websocket`` spelled plainly.
+
+    For a library that wants them exactly so (picows refuses Firefox's
+    ``Connection: keep-alive, Upgrade``), after :func:`handshake_problem` found
+    the tokens. The bytes after the head (early frames) are kept.
+    """
+    end = head.find(b"\r\n\r\n")
+    lines = head[:end].split(b"\r\n")
+    for i, line in enumerate(lines):
+        name = line.partition(b":")[0].lower()
+        if name == b"connection":
+            lines[i] = b"Connection: Upgrade"
+        elif name == b"upgrade":
+            lines[i] = b"Upgrade: websocket"
+    return b"\r\n".join(lines) + head[end:]
 
 
 def _has_token(values: list[str], token: str) -> bool:

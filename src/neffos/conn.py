@@ -455,6 +455,13 @@ class Conn(KeyValueStore):
             self._overflowed(pending)
         return True
 
+    def socket_closing(self) -> None:
+        """Called by the transport when it starts closing on its own (the peer's
+        close frame, a protocol error): drop the socket if it is not gone within
+        ``close_timeout``, as for a close of ours."""
+        if self._close_timer is None:
+            self._close_timer = self._loop.call_later(self._cfg.close_timeout, self.socket.abort)
+
     def control_sent(self, pending: int) -> None:
         """Called by the transport after it wrote a control frame on its own (a pong).
 
@@ -673,7 +680,8 @@ class NSConn:
 
     def __init__(self, conn: Conn, namespace: str, table: EventTable) -> None:
         self.conn = conn
-        # Interned: every connection of a namespace shares one string object.
+        # Interned: every connection of a namespace shares one string object
+        # (only namespaces the handler declares get here, never a peer's choice).
         self.namespace = sys.intern(namespace)
         #: the joined rooms, by name
         self.rooms: dict[str, Room] = {}
@@ -758,7 +766,9 @@ class Room:
 
     def __init__(self, nsconn: NSConn, name: str) -> None:
         self.nsconn = nsconn
-        self.name = sys.intern(name)
+        # Not interned: peers choose room names, and interned strings can
+        # outlive everything that used them (for good on Python 3.12+).
+        self.name = name
 
     def __repr__(self) -> str:
         return f"<Room {self.name!r} of {self.nsconn!r}>"

@@ -85,7 +85,10 @@ def unmarshal(body: bytes, into: Any = None) -> Any:
     * any other type: ``into(parsed)`` (``dict``, ``list``, ``str``, ...).
 
     Raises:
-        ValueError: the body is not valid JSON or does not fit ``into``.
+        ValueError: the body is not valid JSON or does not fit ``into`` (the
+            sender's mistake).
+        TypeError: ``into`` is nothing a body can be decoded into (the
+            caller's mistake).
     """
     if into is None:
         return json.loads(body)
@@ -98,17 +101,22 @@ def unmarshal(body: bytes, into: Any = None) -> Any:
         if callable(validate):
             return validate(body)
         data = json.loads(body)
-        if dataclasses.is_dataclass(into):
-            return into(**_fields_of(into, data))
-        if isinstance(data, into):
-            return data
-        return into(data)
+        try:
+            if dataclasses.is_dataclass(into):
+                return into(**_fields_of(into, data))
+            if isinstance(data, into):
+                return data
+            return into(data)
+        except TypeError as exc:  # the body's value does not fit: the peer's mistake
+            raise ValueError(f"cannot make a {into.__name__} of {type(data).__name__}") from exc
+    if not (dataclasses.is_dataclass(into) or isinstance(into, dict)):
+        raise TypeError(f"cannot unmarshal into {type(into).__name__}")
     data = json.loads(body)
     if dataclasses.is_dataclass(into):
         for key, value in _fields_of(type(into), data, partial=True).items():
             setattr(into, key, value)
         return into
-    if isinstance(into, dict) and isinstance(data, dict):
-        into.update(data)
-        return into
-    raise TypeError(f"cannot unmarshal into {type(into).__name__}")
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, not {type(data).__name__}")
+    into.update(data)
+    return into

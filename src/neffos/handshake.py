@@ -265,7 +265,12 @@ class ServerHandshake(Dispatcher):
         waiter = self._caught_up
         if waiter is False:
             waiter = self._caught_up = self._loop.create_future()
-            self.socket.ping()
+            try:
+                self.socket.ping()
+            except Exception as exc:  # the socket is going away
+                self._cfg.log.debug("[%s] ping failed: %r", self.id, exc)
+                self._caught_up = True
+                raise ConnectionClosed() from exc
         assert isinstance(waiter, asyncio.Future)
         try:
             async with asyncio.timeout(_PONG_WAIT):

@@ -184,7 +184,7 @@ class Message:
 
         try:
             return unmarshal(self.body, into)
-        except (TypeError, AttributeError):
+        except TypeError:
             raise  # the caller's mistake, not the peer's
         except Exception as exc:
             raise InvalidPayload() from exc

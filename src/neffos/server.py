@@ -147,6 +147,10 @@ class _PathEndpoint:
     def max_message_size(self) -> int:
         return self._server._cfg.max_message_size
 
+    @property
+    def close_timeout(self) -> float:
+        return self._server._cfg.close_timeout
+
     def route(self, request: Request) -> HttpAnswer | None:
         return self._server._route(request, self.path)
 
@@ -164,9 +168,12 @@ class Server:
             exception refuses it (the client's ``dial`` fails with that text).
         on_disconnect: ``fn(conn)`` called after a connection closed, if it had
             been accepted (or always, with ``fire_disconnect_always``).
-        on_upgrade_error: ``fn(UpgradeError)`` called for every request on the
-            endpoint that is answered without an upgrade (``HEAD`` probes,
-            ``405``, ``500`` after :meth:`close`...).
+        on_upgrade_error: ``fn(UpgradeError)`` called for every request the
+            server's HTTP rules answer without an upgrade: ``HEAD`` probes
+            (302), other methods (405), other paths (404), ``500`` after
+            :meth:`close`, ``403`` for an origin not allowed, ``400`` for a
+            bad URL header. (Requests that are not valid HTTP or not a valid
+            WebSocket handshake are answered 4xx before routing, without it.)
         id_generator: ``fn(request) -> str``; the default is a random UUID4.
             IDs need not be unique: ``to=`` targets every connection with it.
         max_message_size: largest accepted message in bytes (default 1 MiB);

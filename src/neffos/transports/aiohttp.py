@@ -12,6 +12,7 @@ finishes in a task of its own, and neffos enforces its own send-buffer limit.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import struct
 from typing import Any
@@ -26,11 +27,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .._http import Headers, Request, serve_front
 from ..errors import DialError
-from .base import Endpoint, Receiver, peer_of
-from .messages import is_valid_close_code, is_valid_utf8
+from .base import Endpoint, QuietLog, Receiver, peer_of
+from .messages import FRAGMENT_COST, close_reason, is_valid_close_code, is_valid_utf8
 
 NAME = "aiohttp"
 
+_log = QuietLog(logging.getLogger("neffos.transports.aiohttp"), {})
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _ENDED = frozenset({WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
@@ -97,10 +99,14 @@ class AiohttpSocket:
                 msg = await ws.receive()
                 receiver = self.receiver
                 kind = msg.type
-                if receiver is None or kind in _ENDED:
+                if receiver is None:
+                    break
+                if kind in _ENDED:
+                    receiver.socket_closing()
                     break
                 if kind is _TEXT:
                     if not is_valid_utf8(msg.data):
+                        receiver.socket_closing()
                         await ws.close(code=1007, message=b"invalid UTF-8 in a text message")
                         break
                     receiver.feed(bytes(msg.data), False)
@@ -113,8 +119,10 @@ class AiohttpSocket:
                 elif kind is WSMsgType.CLOSE:
                     # aiohttp lets 1006 and codes from 5000 through (RFC 6455 §7.4).
                     code = msg.data or 1000  # 0: a close frame without a code
+                    receiver.socket_closing()
                     await ws.close(code=code if is_valid_close_code(code) else 1002)
                     break
+                msg = None  # an idle connection does not keep its last message
         finally:
             receiver = self.receiver
             self.receiver = None
@@ -140,7 +148,7 @@ class AiohttpSocket:
         if self._closing is not None or self._ws.closed:
             return
         self._closing = asyncio.get_running_loop().create_task(
-            self._ws.close(code=code, message=reason.encode()[:120])
+            self._ws.close(code=code, message=close_reason(reason))
         )
 
     def abort(self) -> None:
@@ -167,6 +175,7 @@ def upgrade(
 
     async def handle(http_request: web.BaseRequest) -> web.StreamResponse:
         ws = web.WebSocketResponse(
+            timeout=endpoint.close_timeout,  # for the peer's close frame
             autoping=False,
             autoclose=False,
             compress=False,
@@ -180,29 +189,42 @@ def upgrade(
         return ws
 
     # One aiohttp server per connection: it serves this one upgrade request.
-    protocol = web.Server(handle, handler_cancellation=True, access_log=None)()
-    guard = _MaskGuard(protocol, head.find(b"\r\n\r\n") + 4)
+    protocol = web.Server(
+        handle, handler_cancellation=True, access_log=None, logger=_log
+    )()
+    guard = _FrameGuard(
+        protocol, head.find(b"\r\n\r\n") + 4, endpoint.max_message_size, endpoint.close_timeout
+    )
     transport.set_protocol(guard)
     guard.connection_made(transport)
     guard.data_received(head)
 
 
-class _MaskGuard(asyncio.Protocol):
-    """Checks that every frame from the client is masked (RFC 6455 §5.1), for aiohttp.
+class _FrameGuard(asyncio.Protocol):
+    """Two rules of the other transports that aiohttp's reader does not apply.
 
-    aiohttp's reader accepts unmasked frames from a client; the other
-    transports close such a connection with 1002, so this one does too. It
-    reads only frame headers and forwards all bytes to aiohttp's protocol.
+    Every frame from a client must be masked (RFC 6455 §5.1: close 1002), and a
+    message may have at most ``max_size // 64`` fragments (close 1009, as the
+    :class:`~neffos.transports.messages.Assembler` of the other transports).
+    It reads only frame headers and forwards all bytes to aiohttp's protocol.
     """
 
-    __slots__ = ("_head", "_header", "_inner", "_skip", "_transport")
+    __slots__ = (
+        "_close_timeout", "_fragments", "_head", "_header", "_inner", "_max_fragments",
+        "_skip", "_transport",
+    )
 
-    def __init__(self, inner: asyncio.Protocol, head: int) -> None:
+    def __init__(
+        self, inner: asyncio.Protocol, head: int, max_size: int, close_timeout: float
+    ) -> None:
         self._inner = inner
+        self._close_timeout = close_timeout
+        self._max_fragments = max_size // FRAGMENT_COST
         self._transport: asyncio.Transport | None = None
         self._head = head  # the size of the request head that comes first (replayed)
         self._header = bytearray()  # the header of the next frame, as it arrives
         self._skip = 0  # payload bytes of the current frame still to come
+        self._fragments = 0  # frames of the data message in progress
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -239,19 +261,34 @@ class _MaskGuard(asyncio.Protocol):
             header += data[pos : pos + take]
             pos += take
             if len(header) >= 2 and not header[1] & 0x80:
-                self._violation()
+                self._violation(1002, b"frame from client unmasked")
                 return False
             if len(header) == _header_size(header):
+                if not self._count(header[0]):
+                    self._violation(1009, b"message too big")
+                    return False
                 self._skip = _payload_size(header)
                 header.clear()
         return True
 
-    def _violation(self) -> None:
+    def _count(self, first: int) -> bool:
+        """Count the fragments of data messages; ``False`` past the limit."""
+        opcode = first & 0x0F
+        if opcode >= 0x8:  # a control frame, between fragments or not
+            return True
+        self._fragments = self._fragments + 1 if opcode == 0 else 1
+        if first & 0x80:  # FIN
+            self._fragments = 0
+            return True
+        return self._fragments <= self._max_fragments
+
+    def _violation(self, code: int, reason: bytes) -> None:
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            # A close frame with 1002, then the end of the connection.
-            transport.write(b"\x88\x1a\x03\xea" + b"frame from client unmasked")
+            # A close frame, then the end of the connection.
+            transport.write(bytes((0x88, 2 + len(reason))) + code.to_bytes(2, "big") + reason)
             transport.close()
+            asyncio.get_running_loop().call_later(self._close_timeout, transport.abort)
 
 
 def _header_size(header: bytearray) -> int:

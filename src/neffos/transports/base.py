@@ -53,6 +53,11 @@ class Receiver(Protocol):
         """The socket wrote a control frame on its own (a pong); ``pending`` bytes wait."""
         ...
 
+    def socket_closing(self) -> None:
+        """The socket started closing on its own (the peer's close frame, a
+        protocol error): it must be gone within ``close_timeout`` too."""
+        ...
+
 
 class Socket(Protocol):
     """What the engine needs from a WebSocket connection."""
@@ -94,6 +99,11 @@ class Endpoint(Router, Protocol):
     @property
     def max_message_size(self) -> int:
         """The largest data message to accept, in bytes."""
+        ...
+
+    @property
+    def close_timeout(self) -> float:
+        """Seconds a closing connection may take before it is dropped."""
         ...
 
     def accept(self, socket: Socket) -> None:

@@ -8,7 +8,10 @@ library. :class:`Assembler` applies them the same way on every transport:
 * no RSV bit may be set, since no extension is negotiated (close 1002);
 * a continuation frame needs a message to continue, and a new text or binary
   frame may not start inside a fragmented message (close 1002);
-* a message may not grow past ``max_size`` bytes (close 1009).
+* a message may not grow past ``max_size`` bytes, nor be cut into more than
+  ``max_size // 64`` fragments (close 1009): fragments are collected in one
+  buffer, and each counts as 64 bytes at least, so a flood of tiny fragments
+  costs no more memory than one big message.
 
 It is sans-I/O: frames in, complete messages out, :class:`ProtocolViolation`
 when the peer broke a rule.
@@ -18,7 +21,14 @@ from __future__ import annotations
 
 import codecs
 
-__all__ = ["Assembler", "ProtocolViolation", "is_valid_close_code", "is_valid_utf8"]
+__all__ = [
+    "FRAGMENT_COST",
+    "Assembler",
+    "ProtocolViolation",
+    "close_reason",
+    "is_valid_close_code",
+    "is_valid_utf8",
+]
 
 
 class ProtocolViolation(Exception):
@@ -46,6 +56,14 @@ def is_valid_close_code(code: int) -> bool:
     return code in _DEFINED_CLOSE_CODES or 3000 <= code <= 4999
 
 
+def close_reason(reason: str) -> bytes:
+    """``reason`` as the UTF-8 bytes of a close frame: at most 123, whole characters."""
+    data = reason.encode()
+    if len(data) <= 123:
+        return data
+    return data[:123].decode("utf-8", "ignore").encode()
+
+
 # 1004 is reserved; 1005, 1006 and 1015 must never be sent on the wire.
 _DEFINED_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
                                   1013, 1014})
@@ -54,13 +72,13 @@ _DEFINED_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010
 class Assembler:
     """Turns the data frames of one connection into complete messages."""
 
-    __slots__ = ("_binary", "_decoder", "_parts", "_size", "max_size")
+    __slots__ = ("_binary", "_buffer", "_decoder", "_fragments", "max_size")
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
-        self._parts: list[bytes] | None = None  # fragments of the message in progress
+        self._buffer: bytearray | None = None  # the message in progress
         self._binary = False
-        self._size = 0
+        self._fragments = 0  # of the message in progress
         self._decoder: codecs.IncrementalDecoder | None = None  # text in progress
 
     def data(self, payload: bytes, binary: bool, fin: bool, rsv: bool) -> bytes | None:
@@ -72,7 +90,7 @@ class Assembler:
         """
         if rsv:
             raise ProtocolViolation(1002, "reserved bits set without an extension")
-        if self._parts is not None:
+        if self._buffer is not None:
             raise ProtocolViolation(1002, "a new message inside a fragmented message")
         if len(payload) > self.max_size:
             # the libraries check their frame limit on one side or the other only
@@ -81,9 +99,9 @@ class Assembler:
             if not binary and not is_valid_utf8(payload):
                 raise ProtocolViolation(1007, "invalid UTF-8 in a text message")
             return payload
-        self._parts = [payload]
+        self._buffer = bytearray(payload)
         self._binary = binary
-        self._size = len(payload)
+        self._fragments = 1
         if not binary:
             self._decoder = codecs.getincrementaldecoder("utf-8")()
             self._check_text(payload, False)
@@ -94,25 +112,29 @@ class Assembler:
 
         Raises:
             ProtocolViolation: RSV bits set, no message to continue, the message
-                grew past ``max_size``, or invalid UTF-8 in a text message.
+                grew past ``max_size`` (or into too many fragments), or invalid
+                UTF-8 in a text message.
         """
         if rsv:
             raise ProtocolViolation(1002, "reserved bits set without an extension")
-        parts = self._parts
-        if parts is None:
+        buffer = self._buffer
+        if buffer is None:
             raise ProtocolViolation(1002, "a continuation frame without a message")
-        self._size += len(payload)
-        if self._size > self.max_size:
-            self._parts = None
+        self._fragments += 1
+        if (
+            len(buffer) + len(payload) > self.max_size
+            or self._fragments * FRAGMENT_COST > self.max_size
+        ):
+            self._buffer = None
             raise ProtocolViolation(1009, "message too big")
-        parts.append(payload)
+        buffer += payload
         if not self._binary:
             self._check_text(payload, fin)
         if not fin:
             return None
-        self._parts = None
+        self._buffer = None
         self._decoder = None
-        return b"".join(parts), self._binary
+        return bytes(buffer), self._binary
 
     def _check_text(self, payload: bytes, final: bool) -> None:
         decoder = self._decoder
@@ -120,5 +142,9 @@ class Assembler:
         try:
             decoder.decode(payload, final)
         except UnicodeDecodeError:
-            self._parts = None
+            self._buffer = None
             raise ProtocolViolation(1007, "invalid UTF-8 in a text message") from None
+
+
+#: what a fragment counts as, at least, against ``max_size``
+FRAGMENT_COST = 64

@@ -29,10 +29,10 @@ except ImportError as exc:  # pragma: no cover - picows is a dependency
         "the picows transport needs picows: pip install 'neffos' (it is a dependency)"
     ) from exc
 
-from .._http import Request, serve_front
+from .._http import Request, canonical_upgrade_head, serve_front
 from ..errors import DialError
 from .base import Endpoint, QuietLog, Receiver, peer_of
-from .messages import Assembler, ProtocolViolation, is_valid_close_code
+from .messages import Assembler, ProtocolViolation, close_reason, is_valid_close_code
 
 if TYPE_CHECKING:
     from picows import WSFrame
@@ -142,6 +142,7 @@ class PicowsSocket(WSListener):
                 self._peer_closed(transport, frame)
         except ProtocolViolation as exc:
             _log.debug("closing: %s", exc.reason)
+            self._closing_on_our_own()
             self._close_now(exc.code, exc.reason)
 
     def _peer_closed(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -149,9 +150,15 @@ class PicowsSocket(WSListener):
         code = frame.get_close_code()
         if frame.payload_size and not is_valid_close_code(code.value):
             raise ProtocolViolation(1002, f"invalid close code {code.value}")
+        self._closing_on_our_own()
         if not transport.is_close_frame_sent:
             transport.send_close(code if frame.payload_size else WSCloseCode.OK)
         transport.disconnect()
+
+    def _closing_on_our_own(self) -> None:
+        receiver = self.receiver
+        if receiver is not None:
+            receiver.socket_closing()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         receiver = self.receiver
@@ -190,7 +197,7 @@ class PicowsSocket(WSListener):
         if ws is None or ws.is_disconnected:
             return
         if not ws.is_close_frame_sent:
-            ws.send_close(WSCloseCode(code), reason.encode()[:120])
+            ws.send_close(WSCloseCode(code), close_reason(reason))
         ws.disconnect()
 
     @property
@@ -235,8 +242,8 @@ def upgrade(
     )
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
-    # Replay the request head that HttpFront already read.
-    view = memoryview(head)
+    # Replay the request head that HttpFront already read and checked.
+    view = memoryview(canonical_upgrade_head(head))
     while view:
         buf = protocol.get_buffer(len(view))
         n = min(len(buf), len(view))

@@ -25,10 +25,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "the websockets transport needs the websockets library: pip install 'neffos[websockets]'"
     ) from exc
 
-from .._http import Headers, Request, serve_front
+from .._http import Headers, Request, http_response, plain_text, serve_front
 from ..errors import DialError
 from .base import Endpoint, QuietLog, Receiver, peer_of
-from .messages import Assembler, ProtocolViolation
+from .messages import Assembler, ProtocolViolation, close_reason
 
 NAME = "websockets"
 
@@ -123,6 +123,8 @@ class WebsocketsSocket(asyncio.Protocol):
             else:  # end of stream: the protocol wants the TCP connection closed
                 transport.close()
         if self._proto.close_expected() and isinstance(self._proto, ServerProtocol):
+            if self.receiver is not None:
+                self.receiver.socket_closing()
             transport.close()
 
     def _handle(self, events: list[Any]) -> None:
@@ -153,6 +155,8 @@ class WebsocketsSocket(asyncio.Protocol):
                 elif opcode is _PONG and receiver is not None:
                     receiver.alive()
             except ProtocolViolation as exc:
+                if receiver is not None:
+                    receiver.socket_closing()
                 self._proto.fail(exc.code, exc.reason)
                 self._flush()
                 if self._transport is not None:
@@ -195,7 +199,7 @@ class WebsocketsSocket(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         with contextlib.suppress(WebSocketException):
-            self._proto.send_close(code, reason[:120])
+            self._proto.send_close(code, close_reason(reason).decode())
         self._flush()
         transport.close()
 
@@ -228,6 +232,8 @@ def upgrade(
     proto.receive_data(head)
     events = proto.events_received()
     if not events or not isinstance(events[0], WSRequest):
+        # HttpFront checked the head; websockets still refused it: say so
+        transport.write(http_response(*plain_text(400, "Bad Request")))
         transport.close()
         return
     response = proto.accept(events[0])
@@ -239,6 +245,7 @@ def upgrade(
         transport.close()
         return
     endpoint.accept(sock)
+    sock._handle(events[1:])  # frames that came with the head
 
 
 # -- client ----------------------------------------------------------------------------
