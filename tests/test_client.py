@@ -92,10 +92,7 @@ async def test_reconnect_restores_namespaces_and_rooms(transport: str) -> None:
             await listener.close()
             await first.close()
             second = neffos.Server(server_events("second"), ping_interval=None)
-            env.servers.append(second)
-            env.listeners[second] = await second.listen(
-                "127.0.0.1", port, path="/echo", transport=transport
-            )
+            await env.listen(second, port)
             tag = "second"
         await local.wait_len(5)  # connected, joined, disconnect, connected, joined
         assert (tag, "joined", "lobby") in rec.items[2:]

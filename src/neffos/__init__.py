@@ -57,6 +57,7 @@ from .protocol import (
     is_system_event,
 )
 from .server import Server, UpgradeError, serve
+from .transports.asgi import ASGIApp
 
 if TYPE_CHECKING:
     from . import testing
@@ -73,6 +74,7 @@ __all__ = [
     "ON_ROOM_JOINED",
     "ON_ROOM_LEAVE",
     "ON_ROOM_LEFT",
+    "ASGIApp",
     "AskTimeout",
     "BadNamespace",
     "BadRoom",

@@ -13,7 +13,7 @@ import asyncio
 import base64
 import logging
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from http import HTTPStatus
 from typing import Any, Protocol, TypeAlias, TypeVar
 
@@ -126,7 +126,8 @@ class Request:
     """The HTTP request that opened a connection (``conn.request``)."""
 
     __slots__ = (
-        "_query", "headers", "method", "path", "query_string", "remote_address", "version"
+        "_query", "_state", "headers", "method", "native", "path", "query_string",
+        "remote_address", "scope", "version",
     )
 
     def __init__(
@@ -146,6 +147,20 @@ class Request:
         self.headers = headers
         self.remote_address = remote_address
         self._query: dict[str, list[str]] | None = None
+        #: the ASGI scope, when an ASGI server carried the request
+        self.scope: MutableMapping[str, Any] | None = None
+        #: the HTTP framework's own object for the request, where there is one:
+        #: the aiohttp ``web.Request``, the Starlette/FastAPI ``WebSocket`` (with
+        #: ``ASGIApp.serve``) or the ASGI scope; ``None`` on neffos' listener
+        self.native: Any = None
+        self._state: dict[str, Any] | None = None
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Free room for the application, e.g. claims that ``before_upgrade`` checked."""
+        if self._state is None:
+            self._state = {}
+        return self._state
 
     @property
     def query(self) -> dict[str, list[str]]:
@@ -252,7 +267,6 @@ Upgrade: TypeAlias = Callable[[asyncio.Transport, bytes, Request], None]
 
 class Router(Protocol):
     """What :class:`HttpFront` needs from an endpoint."""
-
     @property
     def path(self) -> str | None:
         """The URL path of the endpoint (``None``: every path)."""

@@ -52,12 +52,22 @@ class UpgradeError(NeffosError):
     """An HTTP request on the endpoint was answered without upgrading it.
 
     Passed to ``Server.on_upgrade_error``. ``status`` is the HTTP status sent.
+    A ``before_upgrade`` hook raises one to refuse a request with ``status``,
+    ``text`` as the body and extra ``headers`` (e.g. ``WWW-Authenticate``).
     """
 
-    def __init__(self, status: int, text: str, request: Request | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        text: str,
+        request: Request | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         super().__init__(text)
         self.status = status
+        self.text = text
         self.request = request
+        self.headers = headers or []
 
     @property
     def is_trying_to_reconnect(self) -> bool:
@@ -154,6 +164,9 @@ class _PathEndpoint:
     def route(self, request: Request) -> HttpAnswer | None:
         return self._server._route(request, self.path)
 
+    def subprotocol(self, request: Request) -> str | None:
+        return self._server._subprotocol(request)
+
     def accept(self, socket: Socket) -> None:
         self._server._accept(socket)
 
@@ -168,6 +181,17 @@ class Server:
             exception refuses it (the client's ``dial`` fails with that text).
         on_disconnect: ``fn(conn)`` called after a connection closed, if it had
             been accepted (or always, with ``fire_disconnect_always``).
+        before_upgrade: ``fn(request)`` called for every WebSocket request
+            that passed the HTTP rules, before the upgrade (a plain function:
+            it runs while the request head is being answered). Raise
+            :class:`UpgradeError` to refuse the request with its status, e.g.
+            ``raise UpgradeError(401, "Unauthorized")``; what it stores on
+            ``request`` (e.g. ``request.state["user"]``) is there for the
+            connection's handlers.
+        subprotocols: WebSocket subprotocols the server speaks, in order of
+            preference: the first that the client offers in
+            ``Sec-WebSocket-Protocol`` is selected (browsers fail a connection
+            that offers protocols and gets none).
         on_upgrade_error: ``fn(UpgradeError)`` called for every request the
             server's HTTP rules answer without an upgrade: ``HEAD`` probes
             (302), other methods (405), other paths (404), ``500`` after
@@ -213,6 +237,8 @@ class Server:
         on_connect: OnConnect | None = None,
         on_disconnect: OnDisconnect | None = None,
         on_upgrade_error: Callable[[UpgradeError], Any] | None = None,
+        before_upgrade: Callable[[Request], Any] | None = None,
+        subprotocols: Iterable[str] | None = None,
         id_generator: Callable[[Request], str] | None = None,
         fire_disconnect_always: bool = False,
         max_message_size: int = 1 << 20,
@@ -232,6 +258,8 @@ class Server:
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.on_upgrade_error = on_upgrade_error
+        self.before_upgrade = before_upgrade
+        self.subprotocols = tuple(subprotocols or ())
         self.id_generator: Callable[[Request], str] = id_generator or _default_id
         self.fire_disconnect_always = fire_disconnect_always
         self.allowed_origins = None if allowed_origins is None else frozenset(allowed_origins)
@@ -414,6 +442,30 @@ class Server:
             origin = request.headers.get("Origin")
             if origin is not None and origin not in self.allowed_origins:
                 return self._refuse(request, *plain_text(403, "Forbidden: origin not allowed"))
+        check = self.before_upgrade
+        if check is not None:
+            try:
+                check(request)
+            except UpgradeError as refusal:
+                return self._refuse(
+                    request, *plain_text(refusal.status, refusal.text, refusal.headers)
+                )
+            except Exception:
+                log.exception("before_upgrade failed")
+                return self._refuse(request, *plain_text(500, "Internal Server Error"))
+        return None
+
+    def _subprotocol(self, request: Request) -> str | None:
+        if not self.subprotocols:
+            return None
+        offered = {
+            part.strip()
+            for value in request.headers.get_all("Sec-WebSocket-Protocol")
+            for part in value.split(",")
+        }
+        for name in self.subprotocols:
+            if name in offered:
+                return name
         return None
 
     def _refuse(

@@ -24,6 +24,9 @@ import neffos
 from neffos.client import ClientConn
 from neffos.listener import Listener
 
+from . import asgi
+from .asgi import AsgiHost
+
 __all__ = [
     "ALL_TRANSPORTS",
     "NETWORK_TRANSPORTS",
@@ -38,8 +41,10 @@ __all__ = [
 UNIT = float(os.environ.get("NEFFOS_TEST_UNIT", "1"))
 TEST_TIMEOUT = 60 * UNIT
 
+#: WebSocket libraries with both sides (neffos listeners and clients)
 NETWORK_TRANSPORTS = ["picows", "websockets", "aiohttp"]
-ALL_TRANSPORTS = ["memory", *NETWORK_TRANSPORTS]
+#: "asgi": the server as an ASGI app under uvicorn, its clients on picows
+ALL_TRANSPORTS = ["memory", *NETWORK_TRANSPORTS, "asgi"]
 
 
 class Env:
@@ -48,7 +53,7 @@ class Env:
     def __init__(self, transport: str) -> None:
         self.transport = transport
         self.servers: list[neffos.Server] = []
-        self.listeners: dict[neffos.Server, Listener] = {}
+        self.listeners: dict[neffos.Server, Listener | AsgiHost] = {}
         self.clients: list[ClientConn] = []
 
     async def server(self, handler: Any, **options: Any) -> neffos.Server:
@@ -56,10 +61,25 @@ class Env:
         server = neffos.Server(handler, **options)
         self.servers.append(server)
         if self.transport != "memory":
-            self.listeners[server] = await server.listen(
-                "127.0.0.1", 0, path="/echo", transport=self.transport
-            )
+            await self.listen(server)
         return server
+
+    async def listen(self, server: neffos.Server, port: int = 0) -> None:
+        """Serve ``server`` on ``port`` (another server's, after a restart)."""
+        if server not in self.servers:
+            self.servers.append(server)
+        if self.transport == "asgi":
+            app = neffos.ASGIApp(server, path="/echo")
+            self.listeners[server] = await asgi.host(app, port=port)
+        else:
+            self.listeners[server] = await server.listen(
+                "127.0.0.1", port, path="/echo", transport=self.transport
+            )
+
+    @property
+    def client_transport(self) -> str:
+        """The transport of clients: the same, or picows for servers on "asgi"."""
+        return "picows" if self.transport == "asgi" else self.transport
 
     def url(self, server: neffos.Server) -> str:
         if self.transport == "memory":
@@ -75,7 +95,7 @@ class Env:
             )
         else:
             client = await neffos.dial(
-                self.url(server), handler, transport=self.transport, **options
+                self.url(server), handler, transport=self.client_transport, **options
             )
         self.clients.append(client)
         return client

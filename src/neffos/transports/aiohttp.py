@@ -172,9 +172,11 @@ def upgrade(
 ) -> None:
     """Hand a TCP connection whose request head HttpFront read and checked over to aiohttp."""
     request.remote_address = peer_of(transport)
+    subprotocol = endpoint.subprotocol(request)
 
     async def handle(http_request: web.BaseRequest) -> web.StreamResponse:
         ws = web.WebSocketResponse(
+            protocols=() if subprotocol is None else (subprotocol,),
             timeout=endpoint.close_timeout,  # for the peer's close frame
             autoping=False,
             autoclose=False,

@@ -106,6 +106,10 @@ class Endpoint(Router, Protocol):
         """Seconds a closing connection may take before it is dropped."""
         ...
 
+    def subprotocol(self, request: Request) -> str | None:
+        """The WebSocket subprotocol to answer ``request`` with, if any."""
+        ...
+
     def accept(self, socket: Socket) -> None:
         """A WebSocket of this endpoint is open: make it a connection."""
         ...

@@ -21,6 +21,8 @@ try:
         WSListener,
         WSMsgType,
         WSTransport,
+        WSUpgradeResponse,
+        WSUpgradeResponseWithListener,
         ws_connect,
     )
     from picows.picows import WSProtocol  # type: ignore[attr-defined]
@@ -219,9 +221,15 @@ def upgrade(
     request.remote_address = peer_of(transport)
     max_size = endpoint.max_message_size
     sock = PicowsSocket(request, max_size, endpoint)
+    subprotocol = endpoint.subprotocol(request)
 
-    def factory(_upgrade_request: Any) -> PicowsSocket:
-        return sock
+    def factory(_upgrade_request: Any) -> Any:
+        if subprotocol is None:
+            return sock
+        response = WSUpgradeResponse.create_101_response(
+            extra_headers={"Sec-WebSocket-Protocol": subprotocol}
+        )
+        return WSUpgradeResponseWithListener(response, sock)
 
     protocol = WSProtocol(
         None,  # host:port (client only)

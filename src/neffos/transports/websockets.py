@@ -19,6 +19,7 @@ try:
     from websockets.http11 import Request as WSRequest
     from websockets.http11 import Response as WSResponse
     from websockets.server import ServerProtocol
+    from websockets.typing import Subprotocol
     from websockets.uri import parse_uri
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -225,7 +226,12 @@ def upgrade(
     """Hand a TCP connection whose request head HttpFront read over to websockets."""
     request.remote_address = peer_of(transport)
     max_size = endpoint.max_message_size
-    proto = ServerProtocol(max_size=max_size, logger=_log)
+    subprotocol = endpoint.subprotocol(request)
+    proto = ServerProtocol(
+        max_size=max_size,
+        logger=_log,
+        subprotocols=None if subprotocol is None else [Subprotocol(subprotocol)],
+    )
     sock = WebsocketsSocket(proto, request, max_size)
     transport.set_protocol(sock)
     sock.connection_made(transport)

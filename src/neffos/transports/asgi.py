@@ -1,0 +1,414 @@
+"""Serving a neffos server through ASGI: uvicorn, hypercorn, Starlette, FastAPI.
+
+:class:`ASGIApp` is an ASGI application. As the whole application of an ASGI
+server it serves the endpoint and answers other paths 404 (or hands them to
+``other_asgi_app``); mounted in Starlette or FastAPI it serves what the
+framework routes to it. The ASGI server does the WebSocket handshake and the
+framing; this module turns the ASGI messages into the engine's
+:class:`~neffos.transports.base.Socket` calls:
+
+* ``websocket.receive`` -> ``receiver.feed``; ``websocket.disconnect`` -> the
+  end of the socket.
+* ``Socket.send`` never waits: messages queue in the socket, and one writer
+  task per connection awaits the ASGI ``send``. What waits in that queue is
+  what ``send`` reports, so ``send_buffer`` and the slow-consumer close hold.
+* ASGI has no ping: the ASGI server keeps connections alive itself (uvicorn's
+  ``--ws-ping-interval``), so ``ping`` counts as answered.
+* ASGI has no abort either: an abort ends the application's coroutine, and the
+  ASGI server then drops the connection.
+
+Requests the endpoint refuses (its HTTP rules, ``before_upgrade``) are answered
+with their status when the ASGI server offers the ``websocket.http.response``
+extension (uvicorn, hypercorn), and with 403 otherwise (the ASGI spec).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Protocol
+
+from .._http import Headers, Request, handshake_problem, plain_text
+from .base import Endpoint, Receiver
+
+__all__ = ["ASGIApp", "ASGISocket", "request_of"]
+
+NAME = "asgi"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGI = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("neffos.transports.asgi")
+
+
+class WebSocketLike(Protocol):
+    """A framework's WebSocket object (Starlette's and FastAPI's ``WebSocket``)."""
+
+    @property
+    def scope(self) -> Scope: ...
+
+    async def receive(self) -> Message: ...
+
+    async def send(self, message: Message) -> None: ...
+
+
+class _Server(Protocol):
+    """What the adapter needs from a :class:`neffos.Server`."""
+
+    def endpoint(self, path: str | None = None) -> Endpoint: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def request_of(scope: Scope, native: Any = None) -> Request:
+    """The neffos :class:`~neffos.Request` of an ASGI ``http`` or ``websocket`` scope.
+
+    ``request.scope`` is the scope itself and ``request.native`` the framework's
+    object (``native``) or the scope.
+    """
+    headers = Headers([(_text(k), _text(v)) for k, v in scope.get("headers", ())])
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else urllib.parse.quote(scope["path"])
+    query = scope.get("query_string", b"").decode("latin-1")
+    target = f"{path}?{query}" if query else path
+    client = scope.get("client")
+    remote = (str(client[0]), int(client[1])) if client else None
+    method = scope.get("method", "GET")  # a websocket scope has none: it is a GET
+    request = Request(method, target, headers, remote, f"HTTP/{scope.get('http_version', '1.1')}")
+    request.scope = scope
+    request.native = scope if native is None else native
+    return request
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("ascii") if raw.isascii() else raw.decode("utf-8", "replace")
+
+
+class ASGISocket:
+    """A neffos Socket on top of an ASGI WebSocket connection."""
+
+    __slots__ = (
+        "_aborted",
+        "_asgi_send",
+        "_closing",
+        "_pending",
+        "_queue",
+        "_task",
+        "_wake",
+        "_writer",
+        "receiver",
+        "request",
+    )
+
+    transport_name = NAME
+
+    def __init__(self, request: Request, send: Send) -> None:
+        self.receiver: Receiver | None = None
+        self.request: Request | None = request
+        self._asgi_send = send
+        self._queue: collections.deque[tuple[Message, int]] = collections.deque()
+        self._pending = 0  # bytes in the queue and in the send under way
+        self._wake: asyncio.Future[None] | None = None  # the writer, asleep
+        self._writer: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[Any] | None = None  # the application's coroutine
+        self._closing = False
+        self._aborted = False
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._writer = loop.create_task(self._write_loop())
+
+    # -- Socket ----------------------------------------------------------------------
+
+    def send(self, data: bytes, binary: bool) -> int:
+        if self._closing:
+            raise ConnectionResetError("the WebSocket is closed")
+        if binary:
+            message: Message = {"type": "websocket.send", "bytes": data}
+        else:
+            message = {"type": "websocket.send", "text": data.decode()}
+        size = len(data)
+        self._queue.append((message, size))
+        self._pending += size
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.set_result(None)
+        return self._pending
+
+    def ping(self) -> None:
+        # The ASGI server pings on its own and drops dead peers; ASGI gives an
+        # application no way to ping, so the engine's check counts as answered.
+        if not self._closing:
+            asyncio.get_running_loop().call_soon(self._pong)
+
+    def _pong(self) -> None:
+        receiver = self.receiver
+        if receiver is not None:
+            receiver.alive()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._queue.append(({"type": "websocket.close", "code": code, "reason": reason}, 0))
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.set_result(None)
+
+    def abort(self) -> None:
+        if self._aborted:
+            return
+        self._aborted = True
+        self._closing = True
+        self._queue.clear()
+        task = self._task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()  # serve() takes it as the end of the connection
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        return self.request.remote_address if self.request is not None else None
+
+    # -- the tasks -------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        send = self._asgi_send
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                while queue:
+                    message, size = queue.popleft()
+                    await send(message)
+                    self._pending -= size
+                    if message["type"] == "websocket.close":
+                        return
+                self._wake = wake = loop.create_future()
+                await wake
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the ASGI server lost the connection
+            log.debug("ASGI send failed: %r", exc)
+            self._closing = True
+            self._queue.clear()
+
+    async def read_loop(self, receive: Receive, max_size: int) -> None:
+        while True:
+            message = await receive()
+            kind = message["type"]
+            receiver = self.receiver
+            if kind == "websocket.receive":
+                if receiver is None:
+                    continue
+                text = message.get("text")
+                if text is not None:
+                    data: bytes = text.encode()
+                    binary = False
+                else:
+                    data = message.get("bytes") or b""
+                    binary = True
+                if len(data) > max_size:
+                    receiver.socket_closing()
+                    self.close(1009, "message too big")
+                    continue
+                receiver.feed(data, binary)
+            elif kind == "websocket.disconnect":
+                return
+
+    def finish(self) -> None:
+        """The connection is over: stop the writer, tell the receiver (once)."""
+        self._closing = True
+        writer = self._writer
+        if writer is not None and not writer.done():
+            writer.cancel()
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.cancel()
+        receiver = self.receiver
+        self.receiver = None
+        if receiver is not None:
+            receiver.socket_closed(None)
+
+
+class ASGIApp:
+    """An ASGI application that serves a neffos :class:`~neffos.Server`.
+
+    Args:
+        server: the neffos server (its handlers, hooks, limits and exchanges).
+        other_asgi_app: the ASGI application that gets every request that is
+            not for the endpoint (and the lifespan events, wrapped so that the
+            server starts and closes with it).
+        path: the URL path of the endpoint, relative to where the app is
+            mounted (``None``: every path that reaches this app).
+
+    As the top-level application, the app starts the server at lifespan
+    startup and closes it at shutdown. Mounted in a framework, it starts the
+    server with its first connection; close it in the framework's lifespan
+    (``async with server:``).
+    """
+
+    def __init__(
+        self,
+        server: _Server,
+        other_asgi_app: ASGI | None = None,
+        *,
+        path: str | None = None,
+    ) -> None:
+        self.server = server
+        self.other_asgi_app = other_asgi_app
+        self.path = path
+        self._endpoint = server.endpoint(None)  # paths are matched here (mounts)
+        self._starting: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        elif kind in ("http", "websocket") and self._matches(scope):
+            if kind == "websocket":
+                await self._websocket(scope, receive, send, None)
+            else:
+                await self._http(scope, send)
+        elif self.other_asgi_app is not None:
+            await self.other_asgi_app(scope, receive, send)
+        elif kind == "http":
+            await _respond(send, *plain_text(404, "404 page not found"))
+        elif kind == "websocket":
+            await _refuse(scope, send, *plain_text(404, "404 page not found"))
+
+    async def serve(self, websocket: WebSocketLike) -> None:
+        """Serve one WebSocket that a framework routed here, e.g. in FastAPI::
+
+            @app.websocket("/echo")
+            async def echo(websocket: WebSocket) -> None:
+                await neffos_app.serve(websocket)
+
+        Handlers then find ``websocket`` as ``conn.request.native``.
+        """
+        await self._websocket(websocket.scope, websocket.receive, websocket.send, websocket)
+
+    # -- the parts ------------------------------------------------------------------------
+
+    def _matches(self, scope: Scope) -> bool:
+        if self.path is None:
+            return True
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted: the path still has the prefix
+            path = path[len(root):] or "/"
+        return path == self.path
+
+    async def _start(self) -> None:
+        starting = self._starting
+        if starting is None:
+            starting = self._starting = asyncio.get_running_loop().create_task(
+                self.server.start()
+            )
+        try:
+            await asyncio.shield(starting)
+        except Exception:
+            self._starting = None  # try again with the next connection
+            raise
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        other = self.other_asgi_app
+        if other is not None:
+
+            async def lifespan_receive() -> Message:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await self._start()
+                elif message["type"] == "lifespan.shutdown":
+                    await self.server.close()
+                return message
+
+            await other(scope, lifespan_receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self._start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.server.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, send: Send) -> None:
+        """A plain HTTP request at the endpoint: the rules of PROTOCOL.md §3.1."""
+        request = request_of(scope)
+        answer = self._endpoint.route(request) or handshake_problem(request)
+        if answer is None:  # the ASGI server passed an upgrade as HTTP: it lacks WebSockets
+            answer = plain_text(501, "Not Implemented: the ASGI server has no WebSocket support")
+        await _respond(send, *answer)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send, native: Any) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        try:
+            await self._start()
+        except Exception:
+            log.exception("the neffos server could not start")
+            await _refuse(scope, send, *plain_text(500, "Internal Server Error"))
+            return
+        endpoint = self._endpoint
+        request = request_of(scope, native)
+        answer = endpoint.route(request)
+        if answer is not None:
+            await _refuse(scope, send, *answer)
+            return
+        accept: Message = {"type": "websocket.accept"}
+        subprotocol = endpoint.subprotocol(request)
+        if subprotocol is not None:
+            accept["subprotocol"] = subprotocol
+        await send(accept)
+        sock = ASGISocket(request, send)
+        sock.start()
+        try:
+            endpoint.accept(sock)
+            await sock.read_loop(receive, endpoint.max_message_size)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not sock._aborted or task is None:
+                raise
+            task.uncancel()  # an abort: the application returns, the server drops the TCP
+        except Exception as exc:  # the ASGI server lost the connection
+            log.debug("ASGI receive failed: %r", exc)
+        finally:
+            sock.finish()
+
+
+async def _respond(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _refuse(
+    scope: Scope, send: Send, status: int, headers: list[tuple[str, str]], body: bytes
+) -> None:
+    """Refuse a WebSocket before accepting it: with ``status`` if the server can say it."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        raw.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "websocket.http.response.start", "status": status, "headers": raw})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
