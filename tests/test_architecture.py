@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("server parts, transports, bus", {
         "handshake", "registry", "listener",
         "transports", "transports.memory", "transports.picows", "transports.websockets",
-        "transports.aiohttp",
+        "transports.aiohttp", "transports.asgi",
         "exchange", "exchange.node", "exchange.redis", "exchange.nats",
     }),
     ("server and client", {"server", "client"}),
