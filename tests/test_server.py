@@ -621,3 +621,36 @@ async def test_too_many_queued_frames(transport: str) -> None:
             ns.emit("block")
         await asyncio.wait_for(client.wait_closed(), 5 * UNIT)
         gate.set()
+
+
+async def test_pages_answer_other_paths_on_the_same_port(net_transport: str) -> None:
+    def pages(request: neffos.Request) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        if request.path == "/":
+            return 200, [("Content-Type", "text/html; charset=utf-8")], b"<h1>chat</h1>"
+        return None
+
+    server = neffos.Server({"v1": {}}, ping_interval=None)
+    listener = await server.listen(path="/echo", transport=net_transport, pages=pages)
+    try:
+        status, headers, body = await http_get(listener.port, "/")
+        assert (status, body) == (200, b"<h1>chat</h1>")
+        assert headers["content-type"] == "text/html; charset=utf-8"
+        status, _, body = await http_get(listener.port, "/missing")
+        assert (status, body) == (404, b"404 page not found\n")
+        client = await neffos.dial(listener.url, {"v1": {}}, transport=net_transport)
+        await client.connect("v1")
+        await client.aclose()
+    finally:
+        await listener.close()
+        await server.close()
+
+
+async def http_get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    data = await asyncio.wait_for(reader.read(), 5 * UNIT)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body

@@ -46,6 +46,9 @@ __all__ = ["Exclude", "Server", "ServerConn", "UpgradeError", "exclude", "serve"
 log = logging.getLogger("neffos.server")
 
 OnDisconnect = Callable[[Conn], Any]
+#: ``fn(request) -> (status, headers, body)`` or ``None`` (404): plain HTTP
+#: answers for paths other than the endpoint's, on the same port
+Pages = Callable[[Request], "HttpAnswer | None"]
 
 
 class UpgradeError(NeffosError):
@@ -143,11 +146,12 @@ class ServerConn(ServerHandshake):
 class _PathEndpoint:
     """The server's endpoint on one URL path (what transports serve)."""
 
-    __slots__ = ("_server", "path")
+    __slots__ = ("_pages", "_server", "path")
 
-    def __init__(self, server: Server, path: str | None) -> None:
+    def __init__(self, server: Server, path: str | None, pages: Pages | None = None) -> None:
         self._server = server
         self.path = path
+        self._pages = pages
 
     @property
     def handshake_timeout(self) -> float:
@@ -162,6 +166,15 @@ class _PathEndpoint:
         return self._server._cfg.close_timeout
 
     def route(self, request: Request) -> HttpAnswer | None:
+        pages = self._pages
+        if pages is not None and self.path is not None and request.path != self.path:
+            try:
+                answer = pages(request)
+            except Exception:
+                log.exception("pages failed on %r", request)
+                return plain_text(500, "Internal Server Error")
+            if answer is not None:
+                return answer
         return self._server._route(request, self.path)
 
     def subprotocol(self, request: Request) -> str | None:
@@ -362,14 +375,16 @@ class Server:
             await listener.close()
         await self.close()
 
-    def endpoint(self, path: str | None = None) -> Endpoint:
+    def endpoint(self, path: str | None = None, pages: Pages | None = None) -> Endpoint:
         """The server's endpoint on the URL ``path`` (``None``: any path).
+
+        ``pages`` answers plain HTTP requests for other paths (see :meth:`listen`).
 
         This is what transports serve: it applies the HTTP rules and accepts
         WebSockets. :meth:`listen` uses it; so do :mod:`neffos.testing` and
         adapters that plug a server into another HTTP server.
         """
-        return _PathEndpoint(self, path)
+        return _PathEndpoint(self, path, pages)
 
     async def listen(
         self,
@@ -378,12 +393,17 @@ class Server:
         *,
         path: str | None = None,
         transport: str | None = None,
+        pages: Pages | None = None,
         **options: Any,
     ) -> Listener:
         """Listen on ``host:port`` (``port=0`` picks a free port).
 
         ``path`` restricts the WebSocket endpoint to one URL path (others get
-        404). Extra options (``ssl=``, ``reuse_port=``, ``backlog=``) go to
+        404). ``pages``, with a ``path``, answers requests for other paths:
+        ``pages(request)`` returns ``(status, headers, body)``, or ``None`` for
+        the 404 (a plain function, called as the request head is read: serve
+        what is in memory, e.g. a chat page next to its endpoint). Extra
+        options (``ssl=``, ``reuse_port=``, ``backlog=``) go to
         ``loop.create_server``.
 
         Raises:
@@ -393,7 +413,7 @@ class Server:
         name = transport or self.transport
         module = transports.load(name)
         await self.start()
-        endpoint = self.endpoint(path)
+        endpoint = self.endpoint(path, pages)
         aio_server = await module.listen(endpoint, host, port, **options)
         listener = Listener(endpoint, name, aio_server, self._listeners.remove, self)
         self._listeners.append(listener)
