@@ -15,7 +15,14 @@ import asyncio
 import inspect
 
 import pytest
-from helpers import ALL_TRANSPORTS, NETWORK_TRANSPORTS, TEST_TIMEOUT, loop_factory, report
+from helpers import (
+    ALL_TRANSPORTS,
+    NETWORK_TRANSPORTS,
+    SERVER_TRANSPORTS,
+    TEST_TIMEOUT,
+    loop_factory,
+    report,
+)
 
 
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
@@ -43,6 +50,12 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(params=NETWORK_TRANSPORTS)
 def net_transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=SERVER_TRANSPORTS)
+def server_transport(request: pytest.FixtureRequest) -> str:
+    """Real servers only (asgi included), reached by network clients."""
     return str(request.param)
 
 

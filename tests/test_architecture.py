@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("server parts, transports, bus", {
         "handshake", "registry", "listener",
         "transports", "transports.memory", "transports.picows", "transports.websockets",
-        "transports.aiohttp", "transports.asgi",
+        "transports.aiohttp", "transports.asgi", "transports.aiohttp_web",
         "exchange", "exchange.node", "exchange.redis", "exchange.nats",
     }),
     ("server and client", {"server", "client"}),

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import UNIT, Recorder
+from helpers import UNIT, Recorder, asgi
 
 import neffos
 from neffos import (
@@ -230,15 +230,25 @@ async def js_client(node: str, url: str) -> AsyncIterator[NodeClient]:
 @contextlib.asynccontextmanager
 async def serving(
     transport: str, handler: Any, **options: Any
-) -> AsyncIterator[tuple[neffos.Server, Listener]]:
+) -> AsyncIterator[tuple[neffos.Server, Listener | asgi.AsgiHost]]:
     options.setdefault("ping_interval", None)
     server = neffos.Server(handler, **options)
-    listener = await server.listen("127.0.0.1", 0, path="/echo", transport=transport)
+    if transport == "asgi":
+        listener: Listener | asgi.AsgiHost = await asgi.host(
+            neffos.ASGIApp(server, path="/echo")
+        )
+    else:
+        listener = await server.listen("127.0.0.1", 0, path="/echo", transport=transport)
     try:
         yield server, listener
     finally:
         await listener.close()
         await server.close()
+
+
+def client_side(transport: str) -> str:
+    """The Python client's transport for a server on ``transport``."""
+    return "picows" if transport == "asgi" else transport
 
 
 def recording(rec: Recorder, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -263,10 +273,10 @@ def only(server: neffos.Server) -> neffos.Conn:
 # -- 1. handshake ----------------------------------------------------------------------
 
 
-async def test_dial_headers_reach_id_generator(node: str, net_transport: str) -> None:
+async def test_dial_headers_reach_id_generator(node: str, server_transport: str) -> None:
     async with (
         serving(
-            net_transport, {"v1": {}}, id_generator=lambda req: req.headers.get("X-Username")
+            server_transport, {"v1": {}}, id_generator=lambda req: req.headers.get("X-Username")
         ) as (server, listener),
         js_client(node, listener.url) as js,
     ):
@@ -282,7 +292,7 @@ async def test_dial_headers_reach_id_generator(node: str, net_transport: str) ->
 
 
 @pytest.mark.parametrize("style", ["raise", "return", "async-raise"])
-async def test_dial_refused_by_on_connect(node: str, net_transport: str, style: str) -> None:
+async def test_dial_refused_by_on_connect(node: str, server_transport: str, style: str) -> None:
     class NotAuthorized(Exception):
         pass
 
@@ -298,7 +308,7 @@ async def test_dial_refused_by_on_connect(node: str, net_transport: str, style: 
 
     hook = {"raise": raises, "return": returns, "async-raise": async_raises}[style]
     async with (
-        serving(net_transport, {"v1": {}}, on_connect=hook) as (_server, listener),
+        serving(server_transport, {"v1": {}}, on_connect=hook) as (_server, listener),
         js_client(node, listener.url) as js,
     ):
         reply = await js.request("dial", namespaces={"v1": []})
@@ -311,10 +321,10 @@ async def test_dial_refused_by_on_connect(node: str, net_transport: str, style: 
 # -- 2. namespaces and asks -------------------------------------------------------------
 
 
-async def test_js_connects_namespace(node: str, net_transport: str) -> None:
+async def test_js_connects_namespace(node: str, server_transport: str) -> None:
     rec = Recorder()
     async with (
-        serving(net_transport, recording(rec)) as (server, listener),
+        serving(server_transport, recording(rec)) as (server, listener),
         js_client(node, listener.url) as js,
     ):
         await js.call("dial", namespaces={"v1": []})
@@ -335,7 +345,7 @@ async def test_js_connects_namespace(node: str, net_transport: str) -> None:
         js.assert_clean()
 
 
-async def test_js_ask_echo(node: str, net_transport: str) -> None:
+async def test_js_ask_echo(node: str, server_transport: str) -> None:
     asked = Recorder()
 
     def echo(ns: neffos.NSConn, msg: neffos.Message) -> bytes:
@@ -343,7 +353,7 @@ async def test_js_ask_echo(node: str, net_transport: str) -> None:
         return b"echo: " + msg.body
 
     async with (
-        serving(net_transport, {"v1": {"echo": echo}}) as (_server, listener),
+        serving(server_transport, {"v1": {"echo": echo}}) as (_server, listener),
         js_client(node, listener.url) as js,
     ):
         await js.call("dial", namespaces={"v1": []})
@@ -362,7 +372,7 @@ async def test_js_ask_echo(node: str, net_transport: str) -> None:
 
 
 @pytest.mark.parametrize("style", ["raise", "return"])
-async def test_js_ask_known_error(node: str, net_transport: str, style: str) -> None:
+async def test_js_ask_known_error(node: str, server_transport: str, style: str) -> None:
     class NotAWorkday(Exception):
         pass
 
@@ -372,7 +382,7 @@ async def test_js_ask_known_error(node: str, net_transport: str, style: str) -> 
         return NotAWorkday("not a workday")
 
     async with (
-        serving(net_transport, {"v1": {"workday": workday, "echo": lambda ns, m: m.body}}) as (
+        serving(server_transport, {"v1": {"workday": workday, "echo": lambda ns, m: m.body}}) as (
             _server,
             listener,
         ),
@@ -393,7 +403,7 @@ async def test_js_ask_known_error(node: str, net_transport: str, style: str) -> 
 # -- 3. rooms and broadcast ------------------------------------------------------------
 
 
-async def test_chat_room_between_js_and_python(node: str, net_transport: str) -> None:
+async def test_chat_room_between_js_and_python(node: str, server_transport: str) -> None:
     def chat(ns: neffos.NSConn, msg: neffos.Message) -> None:
         server = ns.conn.server
         assert server is not None
@@ -402,7 +412,7 @@ async def test_chat_room_between_js_and_python(node: str, net_transport: str) ->
     py_got = Recorder()
     py_handler = {"v1": {"chat": lambda ns, msg: py_got.add((msg.room, msg.body))}}
     async with (
-        serving(net_transport, {"v1": {"chat": chat, "echo": lambda ns, m: m.body}}) as (
+        serving(server_transport, {"v1": {"chat": chat, "echo": lambda ns, m: m.body}}) as (
             server,
             listener,
         ),
@@ -410,7 +420,11 @@ async def test_chat_room_between_js_and_python(node: str, net_transport: str) ->
         js_client(node, listener.url) as js2,
     ):
         py = await neffos.dial(
-            listener.url, py_handler, transport=net_transport, timeout=WAIT, ping_interval=None
+            listener.url,
+            py_handler,
+            transport=client_side(server_transport),
+            timeout=WAIT,
+            ping_interval=None,
         )
         try:
             for js in (js1, js2):
@@ -457,7 +471,7 @@ async def test_chat_room_between_js_and_python(node: str, net_transport: str) ->
 # -- 4. server-initiated connect and join ----------------------------------------------
 
 
-async def test_wait_server_connect_right_after_dial(node: str, net_transport: str) -> None:
+async def test_wait_server_connect_right_after_dial(node: str, server_transport: str) -> None:
     """neffos.js' own pattern, ``await dial(); await conn.waitServerConnect("v1")``,
     with a server that connects the client inside on_connect: 50 times, never a hang
     (the connect request must not arrive in the same read as ``A``)."""
@@ -466,7 +480,7 @@ async def test_wait_server_connect_right_after_dial(node: str, net_transport: st
         await conn.connect("v1", timeout=WAIT)
 
     async with (
-        serving(net_transport, {"v1": {}}, on_connect=force) as (_, listener),
+        serving(server_transport, {"v1": {}}, on_connect=force) as (_, listener),
         js_client(node, listener.url) as js,
     ):
         result = await js.call(
@@ -477,7 +491,7 @@ async def test_wait_server_connect_right_after_dial(node: str, net_transport: st
 
 
 @pytest.mark.parametrize("when", ["on_connect", "after_ack"])
-async def test_server_forces_connect_and_join(node: str, net_transport: str, when: str) -> None:
+async def test_server_forces_connect_and_join(node: str, server_transport: str, when: str) -> None:
     rec = Recorder()
     forced: list[neffos.Room] = []
 
@@ -487,7 +501,7 @@ async def test_server_forces_connect_and_join(node: str, net_transport: str, whe
 
     options: dict[str, Any] = {"on_connect": force} if when == "on_connect" else {}
     async with (
-        serving(net_transport, recording(rec), **options) as (server, listener),
+        serving(server_transport, recording(rec), **options) as (server, listener),
         js_client(node, listener.url) as js,
     ):
         dialed = await js.call("dial", namespaces={"v1": []})
@@ -529,11 +543,11 @@ async def test_server_forces_connect_and_join(node: str, net_transport: str, whe
 # -- 5. binary bodies ------------------------------------------------------------------
 
 
-async def test_binary_bodies_both_ways(node: str, net_transport: str) -> None:
+async def test_binary_bodies_both_ways(node: str, server_transport: str) -> None:
     got = Recorder()
     async with (
         serving(
-            net_transport, {"v1": {"bin": lambda ns, msg: got.add((msg.body, msg.set_binary))}}
+            server_transport, {"v1": {"bin": lambda ns, msg: got.add((msg.body, msg.set_binary))}}
         ) as (server, listener),
         js_client(node, listener.url) as js,
     ):
@@ -556,7 +570,7 @@ async def test_binary_bodies_both_ways(node: str, net_transport: str) -> None:
         js.assert_clean()
 
 
-async def test_binary_ask_answers(node: str, net_transport: str) -> None:
+async def test_binary_ask_answers(node: str, server_transport: str) -> None:
     class Odd(Exception):
         pass
 
@@ -566,7 +580,7 @@ async def test_binary_ask_answers(node: str, net_transport: str) -> None:
         return bytes(reversed(msg.body))
 
     async with (
-        serving(net_transport, {"v1": {"flip": flip}}) as (_server, listener),
+        serving(server_transport, {"v1": {"flip": flip}}) as (_server, listener),
         js_client(node, listener.url) as js,
     ):
         await js.call("dial", namespaces={"v1": []})
@@ -667,12 +681,12 @@ async def test_reconnect_to_a_new_server_on_the_same_port(node: str, net_transpo
                 await server.close()
 
 
-async def test_reconnect_gives_up_after_server_close(node: str, net_transport: str) -> None:
+async def test_reconnect_gives_up_after_server_close(node: str, server_transport: str) -> None:
     # A closed server that still listens answers everything with 500: the probe
     # "succeeds", the re-dial fails and neffos.js stops (PROTOCOL.md §3.5).
     refused = Recorder()
     async with (
-        serving(net_transport, {"v1": {}}, on_upgrade_error=refused.add) as (server, listener),
+        serving(server_transport, {"v1": {}}, on_upgrade_error=refused.add) as (server, listener),
         js_client(node, listener.url) as js,
     ):
         await js.call("dial", namespaces={"v1": []}, reconnect=50)
@@ -693,10 +707,10 @@ async def test_reconnect_gives_up_after_server_close(node: str, net_transport: s
 # -- 7. neffos.js leaveAll() -------------------------------------------------------------
 
 
-async def test_js_leave_all_leaves_on_the_server(node: str, net_transport: str) -> None:
+async def test_js_leave_all_leaves_on_the_server(node: str, server_transport: str) -> None:
     rec = Recorder()
     async with (
-        serving(net_transport, recording(rec)) as (server, listener),
+        serving(server_transport, recording(rec)) as (server, listener),
         js_client(node, listener.url) as js,
     ):
         await js.call("dial", namespaces={"v1": []})

@@ -403,12 +403,12 @@ async def test_broadcast_keeps_sender_order_and_clears_tokens(transport: str) ->
 
 
 async def test_slow_reader_is_closed_and_others_are_not_affected(
-    net_transport: str, caplog: pytest.LogCaptureFixture
+    server_transport: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     rec = Recorder()
     problems: list[Any] = []
     asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: problems.append(ctx))
-    async with environment(net_transport) as env:
+    async with environment(server_transport) as env:
         server = await env.server({"v1": {}}, send_buffer=256 * 1024, id_generator=by_username)
         slow = await RawPeer.connect(env.url(server), extra_headers={"X-Username": "slow"})
         await slow.handshake()

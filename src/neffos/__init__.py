@@ -61,6 +61,7 @@ from .transports.asgi import ASGIApp
 
 if TYPE_CHECKING:
     from . import testing
+    from .transports.aiohttp_web import attach as attach_aiohttp
 
 __version__ = "0.1.0"
 
@@ -105,6 +106,7 @@ __all__ = [
     "UpgradeError",
     "WithTimeout",
     "WriteClosed",
+    "attach_aiohttp",
     "dial",
     "event_prefix_matcher",
     "event_trim_prefix_matcher",
@@ -124,8 +126,10 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # Submodules with optional weight are imported on first use.
-    if name in ("testing", "exchange"):
-        import importlib
+    import importlib
 
+    if name in ("testing", "exchange"):
         return importlib.import_module(f"neffos.{name}")
+    if name == "attach_aiohttp":  # needs aiohttp: imported on first use
+        return importlib.import_module("neffos.transports.aiohttp_web").attach
     raise AttributeError(f"module 'neffos' has no attribute {name!r}")

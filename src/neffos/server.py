@@ -299,6 +299,7 @@ class Server:
         self._exchanges: list[StackExchange] = []  # use_stack_exchange()
         self._bus: BusNode | None = None  # made from the exchanges by start()
         self._closed = False
+        self._starting = asyncio.Lock()
 
     @property
     def max_message_size(self) -> int:
@@ -336,11 +337,16 @@ class Server:
     async def start(self) -> None:
         """Start the heartbeat sweep and connect the stack exchanges (idempotent).
 
-        ``listen`` and ``async with server`` call it.
+        ``listen``, ``async with server`` and the ASGI and aiohttp adapters call
+        it; concurrent calls start the server once.
 
         Raises:
             Exception: a stack exchange could not connect to its broker.
         """
+        async with self._starting:
+            await self._start()
+
+    async def _start(self) -> None:
         if self._exchanges and self._bus is None and not self._closed:
             from .exchange.node import BusNode
 
@@ -415,7 +421,10 @@ class Server:
         await self.start()
         endpoint = self.endpoint(path, pages)
         aio_server = await module.listen(endpoint, host, port, **options)
-        listener = Listener(endpoint, name, aio_server, self._listeners.remove, self)
+        listener = Listener(
+            endpoint, name, aio_server, self._listeners.remove, self,
+            tls=options.get("ssl") is not None,
+        )
         self._listeners.append(listener)
         return listener
 

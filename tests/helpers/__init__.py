@@ -30,6 +30,7 @@ from .asgi import AsgiHost
 __all__ = [
     "ALL_TRANSPORTS",
     "NETWORK_TRANSPORTS",
+    "SERVER_TRANSPORTS",
     "TEST_TIMEOUT",
     "UNIT",
     "Env",
@@ -45,6 +46,8 @@ TEST_TIMEOUT = 60 * UNIT
 NETWORK_TRANSPORTS = ["picows", "websockets", "aiohttp"]
 #: "asgi": the server as an ASGI app under uvicorn, its clients on picows
 ALL_TRANSPORTS = ["memory", *NETWORK_TRANSPORTS, "asgi"]
+#: every server side that a real network client reaches
+SERVER_TRANSPORTS = [*NETWORK_TRANSPORTS, "asgi"]
 
 
 class Env:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from typing import Any
 
@@ -85,7 +86,7 @@ async def _hypercorn(app: Any, sock: socket.socket, **options: Any) -> AsgiHost:
 
     port = sock.getsockname()[1]
     config = Config()
-    config.bind = [f"fd://{sock.fileno()}"]
+    config.bind = [f"fd://{os.dup(sock.fileno())}"]  # hypercorn closes its own
     config.loglevel = "WARNING"
     config.accesslog = None
     for key, value in options.items():

@@ -269,7 +269,6 @@ class ASGIApp:
         self.other_asgi_app = other_asgi_app
         self.path = path
         self._endpoint = server.endpoint(None)  # paths are matched here (mounts)
-        self._starting: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -309,18 +308,6 @@ class ASGIApp:
             path = path[len(root):] or "/"
         return path == self.path
 
-    async def _start(self) -> None:
-        starting = self._starting
-        if starting is None:
-            starting = self._starting = asyncio.get_running_loop().create_task(
-                self.server.start()
-            )
-        try:
-            await asyncio.shield(starting)
-        except Exception:
-            self._starting = None  # try again with the next connection
-            raise
-
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         other = self.other_asgi_app
         if other is not None:
@@ -328,7 +315,7 @@ class ASGIApp:
             async def lifespan_receive() -> Message:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    await self._start()
+                    await self.server.start()
                 elif message["type"] == "lifespan.shutdown":
                     await self.server.close()
                 return message
@@ -339,7 +326,7 @@ class ASGIApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await self._start()
+                    await self.server.start()
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": repr(exc)})
                     return
@@ -362,7 +349,7 @@ class ASGIApp:
         if message["type"] != "websocket.connect":
             return
         try:
-            await self._start()
+            await self.server.start()
         except Exception:
             log.exception("the neffos server could not start")
             await _refuse(scope, send, *plain_text(500, "Internal Server Error"))
