@@ -22,7 +22,7 @@ from helpers.wire import http_response, upgrade_request
 import neffos
 
 WAIT = 5 * UNIT
-ASGI_SERVERS = ["uvicorn", "hypercorn"]
+ASGI_SERVERS = ["uvicorn", "uvicorn-wsproto", "hypercorn"]
 
 
 def echo_events(rec: Recorder | None = None) -> dict[str, Any]:
@@ -271,8 +271,9 @@ async def test_aiohttp_attach_next_to_the_apps_routes() -> None:
 
 
 async def serve_on(transport: str, server: neffos.Server) -> AsyncIterator[int]:
-    if transport == "asgi":
-        async with hosted(neffos.ASGIApp(server, path="/echo")) as host:
+    if transport.startswith("asgi"):
+        kind = transport.partition(":")[2] or "uvicorn"
+        async with hosted(neffos.ASGIApp(server, path="/echo"), kind) as host:
             yield host.port
     elif transport == "aiohttp-app":
         from aiohttp import web
@@ -290,7 +291,10 @@ async def serve_on(transport: str, server: neffos.Server) -> AsyncIterator[int]:
             await server.close()
 
 
-SERVER_SIDES = ["picows", "websockets", "aiohttp", "asgi", "aiohttp-app"]
+SERVER_SIDES = [
+    "picows", "websockets", "aiohttp", "asgi", "asgi:uvicorn-wsproto", "asgi:hypercorn",
+    "aiohttp-app",
+]
 
 
 @pytest.mark.parametrize("side", SERVER_SIDES)

@@ -46,10 +46,13 @@ class AsgiHost:
 
 
 async def host(app: Any, kind: str = "uvicorn", port: int = 0, **options: Any) -> AsgiHost:
-    """Serve ``app`` with uvicorn (websockets-sansio) or hypercorn until ``close()``."""
+    """Serve ``app`` until ``close()`` with ``kind``: "uvicorn" (its default WebSocket
+    implementation, websockets-sansio), "uvicorn-wsproto" or "hypercorn"."""
     sock = _listening_socket(port)
     if kind == "uvicorn":
         return await _uvicorn(app, sock, **options)
+    if kind == "uvicorn-wsproto":
+        return await _uvicorn(app, sock, ws="wsproto", **options)
     if kind == "hypercorn":
         return await _hypercorn(app, sock, **options)
     raise ValueError(kind)

@@ -75,6 +75,10 @@ def request_of(scope: Scope, native: Any = None) -> Request:
     object (``native``) or the scope.
     """
     headers = Headers([(_text(k), _text(v)) for k, v in scope.get("headers", ())])
+    subprotocols = scope.get("subprotocols")
+    if subprotocols and "Sec-WebSocket-Protocol" not in headers:
+        # some servers (uvicorn on wsproto) pass the offer only as "subprotocols"
+        headers.add("Sec-WebSocket-Protocol", ", ".join(subprotocols))
     raw_path = scope.get("raw_path")
     path = raw_path.decode("latin-1") if raw_path else urllib.parse.quote(scope["path"])
     query = scope.get("query_string", b"").decode("latin-1")

@@ -1,0 +1,49 @@
+"""examples/auth.py, run as a user runs it, on each of the stacks it serves with.
+
+A good token gets in and its claims reach the handlers; a missing, forged or
+expired token gets 401 before any WebSocket exists; a banned user's valid
+token is refused by on_connect, and that text is what the client prints.
+"""
+
+from __future__ import annotations
+
+import pytest
+from helpers.programs import programs
+
+STACKS = ["neffos", "asgi", "aiohttp"]
+
+
+async def token(run: object, *args: str) -> str:
+    program = await run.start("auth", "token", *args)  # type: ignore[attr-defined]
+    out, _ = await program.finish()
+    (line,) = out
+    return str(line)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+async def test_auth_example(stack: str) -> None:
+    async with programs() as run:
+        server = await run.start("auth", "server", "--port", "0", "--stack", stack)
+        url = (await server.expect("listening on ")).removeprefix("listening on ")
+        good = await token(run, "--user", "alice", "--role", "admin")
+
+        for extra in ([], ["--subprotocol"]):
+            client = await run.start("auth", "client", "--url", url, "--token", good, *extra)
+            out, err = await client.finish()
+            assert out == ["you are alice (role: admin)"], (extra, err)
+
+        refused = {
+            "forged": await token(run, "--user", "alice", "--secret", "not the server's secret"),
+            "expired": await token(run, "--user", "alice", "--expires", "-60"),
+            "garbage": "not-a-token",
+        }
+        for what, bad in refused.items():
+            client = await run.start("auth", "client", "--url", url, "--token", bad)
+            out, err = await client.finish(expect_code=1)
+            assert out == [] and "401" in err, (what, err)
+
+        banned = await token(run, "--user", "mallory")
+        client = await run.start("auth", "client", "--url", url, "--token", banned)
+        out, err = await client.finish(expect_code=1)
+        assert out == [] and err.strip() == "error: mallory is banned", err
+        await server.interrupt()
