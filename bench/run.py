@@ -35,6 +35,8 @@ TARGETS = {
     "neffos-websockets": (["neffos", "--transport", "websockets"], "neffos"),
     "neffos-aiohttp": (["neffos", "--transport", "aiohttp"], "neffos"),
     "socketio": (["socketio"], "socketio"),
+    "neffos-asgi": (["neffos", "--transport", "asgi"], "neffos"),
+    "socketio-asgi": (["socketio-asgi"], "socketio"),
 }
 #: how many connections one load generator process holds (RLIMIT_NOFILE)
 PER_LOADGEN = 9000
@@ -294,7 +296,12 @@ def table(scenario: str, rows: dict[str, dict[str, Any]]) -> str:
             )
         return "\n".join(lines)
     ceiling = rows.get("ceiling", {}).get(key)
-    sio = rows.get("socketio", {}).get(key)
+    def sio_for(name: str) -> float | None:
+        """python-socketio on the same kind of server (ASGI targets: under uvicorn)."""
+        other = "socketio-asgi" if name.endswith("-asgi") else "socketio"
+        value = rows.get(other, {}).get(key)
+        return None if value is None else float(value)
+
     lines = [f"\n## {scenario} ({unit}; ratios: ours/ceiling, ours/socketio"
              f"{', lower is better, shown inverted' if lower else ''})"]
     if scenario == "echo":
@@ -304,7 +311,7 @@ def table(scenario: str, rows: dict[str, dict[str, Any]]) -> str:
             lines.append(
                 f"{name:<20}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p90_ms']:>9.2f}"
                 f"{r['p99_ms']:>9.2f}{ratio(r['rps'], ceiling, False):>12}"
-                f"{ratio(r['rps'], sio, False):>9}"
+                f"{ratio(r['rps'], sio_for(name), False):>9}"
             )
     elif scenario == "broadcast":
         head = f"{'target':<20}{'deliv/s':>10}{'all in s':>9}{'lost':>6}{'reord':>6}"
@@ -313,7 +320,7 @@ def table(scenario: str, rows: dict[str, dict[str, Any]]) -> str:
             lines.append(
                 f"{name:<20}{r['deliveries_per_s']:>10.0f}{r['seconds']:>9.3f}{r['lost']:>6}"
                 f"{r['reordered']:>6}{ratio(r['deliveries_per_s'], ceiling, False):>12}"
-                f"{ratio(r['deliveries_per_s'], sio, False):>9}"
+                f"{ratio(r['deliveries_per_s'], sio_for(name), False):>9}"
             )
     else:
         head = f"{'target':<20}{'conns':>7}{'conn/s':>9}{'B/conn':>9}{'RSS MB':>8}{'errors':>7}"
@@ -323,7 +330,7 @@ def table(scenario: str, rows: dict[str, dict[str, Any]]) -> str:
                 f"{name:<20}{r['conns']:>7}{r['connects_per_s']:>9.0f}"
                 f"{r['bytes_per_conn']:>9.0f}{r['rss_after_mb']:>8.1f}{r['errors']:>7}"
                 f"{ratio(r['bytes_per_conn'], ceiling, True):>12}"
-                f"{ratio(r['bytes_per_conn'], sio, True):>9}"
+                f"{ratio(r['bytes_per_conn'], sio_for(name), True):>9}"
             )
     return "\n".join(lines)
 

@@ -8,7 +8,9 @@ Targets:
 * ``ceiling``  - the raw picows library doing the same work with no framework:
   echo every frame back; a frame from a "joined" peer is loop-sent to the others;
 * ``socketio`` - python-socketio (AsyncServer on aiohttp, what a Python user picks
-  today) with the same events.
+  today) with the same events;
+* ``neffos --transport asgi`` and ``socketio-asgi`` - the same two servers as ASGI
+  applications under uvicorn (uvloop, httptools, websockets-sansio), side by side.
 
 Each prints ``PORT <n>`` once it listens, then serves until killed.
 """
@@ -52,9 +54,35 @@ async def serve_neffos(args: argparse.Namespace) -> None:
         from neffos.exchange.nats import NatsStackExchange
 
         server.use_stack_exchange(NatsStackExchange(args.broker, subject_prefix="bench"))
+    if args.transport == "asgi":
+        await serve_uvicorn(neffos.ASGIApp(server), args.port)
+        return
     listener = await server.listen("127.0.0.1", args.port, backlog=4096)
     print(f"PORT {listener.port}", flush=True)
     await asyncio.get_running_loop().create_future()
+
+
+async def serve_uvicorn(app: Any, port: int) -> None:
+    """Serve an ASGI app with uvicorn as deployed for speed: uvloop (run by main),
+    httptools, websockets-sansio, no access log."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.create_server(("127.0.0.1", port), backlog=4096)
+    config = uvicorn.Config(
+        app,
+        http="httptools",
+        ws="websockets-sansio",
+        ws_max_size=16 << 20,
+        ws_ping_interval=None,
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        backlog=4096,
+    )
+    print(f"PORT {sock.getsockname()[1]}", flush=True)
+    await uvicorn.Server(config).serve(sockets=[sock])
 
 
 async def serve_ceiling(args: argparse.Namespace) -> None:
@@ -91,9 +119,10 @@ async def serve_socketio(args: argparse.Namespace) -> None:
     import socketio
     from aiohttp import web
 
-    sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*")
-    app = web.Application()
-    sio.attach(app)
+    asgi = args.target == "socketio-asgi"
+    sio = socketio.AsyncServer(
+        async_mode="asgi" if asgi else "aiohttp", cors_allowed_origins="*"
+    )
 
     @sio.on("echo")  # type: ignore[untyped-decorator]
     async def echo(sid: str, data: Any) -> Any:
@@ -108,6 +137,11 @@ async def serve_socketio(args: argparse.Namespace) -> None:
     async def chat(sid: str, data: Any) -> None:
         await sio.emit("chat", data, room="room1", skip_sid=sid)
 
+    if asgi:
+        await serve_uvicorn(socketio.ASGIApp(sio), args.port)
+        return
+    app = web.Application()
+    sio.attach(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=4096)
@@ -119,7 +153,7 @@ async def serve_socketio(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("target", choices=["neffos", "ceiling", "socketio"])
+    parser.add_argument("target", choices=["neffos", "ceiling", "socketio", "socketio-asgi"])
     parser.add_argument("--transport", default="picows")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
@@ -127,9 +161,13 @@ def main() -> None:
     parser.add_argument("--broker", default=None, help="redis host:port or nats URL")
     parser.add_argument("--src", default=None, help="the src/ directory to import neffos from")
     args = parser.parse_args()
-    coro = {"neffos": serve_neffos, "ceiling": serve_ceiling, "socketio": serve_socketio}[
-        args.target
-    ](args)
+    serve = {
+        "neffos": serve_neffos,
+        "ceiling": serve_ceiling,
+        "socketio": serve_socketio,
+        "socketio-asgi": serve_socketio,
+    }[args.target]
+    coro = serve(args)
     if args.loop == "uvloop":
         import uvloop
 

@@ -740,3 +740,39 @@ async def test_js_leave_all_leaves_on_the_server(node: str, server_transport: st
             "local _OnRoomLeft",
         )
         js.assert_clean()
+
+
+# -- the README's snippet ------------------------------------------------------------------
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+async def test_readme_js_snippet_runs_as_written(node: str) -> None:
+    """The README's neffos.js code, as an ES module next to tests/js/node_modules."""
+    readme = README.read_text()
+    match = re.search(r"```js\n(.*?)```", readme, re.S)
+    assert match is not None
+    code = match.group(1)
+    assert code.startswith('import neffos from "neffos.js";')
+
+    users: list[str | None] = []
+
+    def echo(ns: neffos.NSConn, msg: neffos.Message) -> bytes:
+        assert ns.conn.request is not None
+        users.append(ns.conn.request.headers.get("X-Username"))
+        return b"echo: " + msg.body
+
+    async with serving("picows", {"v1": {"echo": echo}}) as (_server, listener):
+        script = JS_DIR / f"readme-{os.getpid()}.mjs"  # resolves neffos.js from tests/js
+        script.write_text(code.replace("ws://127.0.0.1:8080/echo", listener.url))
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                node, str(script), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), WAIT)
+        finally:
+            script.unlink()
+        assert proc.returncode == 0, err.decode()
+        assert out.decode().splitlines() == ["ask returned: echo: hello"]
+        assert users == ["kim"]
