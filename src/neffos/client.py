@@ -7,7 +7,9 @@ import logging
 import random
 from collections.abc import Coroutine, Generator, Iterable, Mapping
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import transports
 from ._http import RECONNECT_HEADER, Request
@@ -85,6 +87,7 @@ class ClientConn(Dispatcher):
         "_online",
         "_reconnect",
         "_reconnect_task",
+        "_ssl",
         "_sweeper",
         "_targets",
         "url",
@@ -101,6 +104,7 @@ class ClientConn(Dispatcher):
         headers: list[tuple[str, str]],
         dial_timeout: float | None,
         reconnect: Reconnect | None,
+        ssl: SSLContext | None = None,
     ) -> None:
         super().__init__(_Offline(), handler, cfg, Tasks(), TokenGenerator("$"))
         #: the server's URL
@@ -111,6 +115,7 @@ class ClientConn(Dispatcher):
         self._headers = headers
         self._dial_timeout = dial_timeout
         self._reconnect = reconnect
+        self._ssl = ssl  # the TLS context of every attempt (reconnections too)
         self._online = False
         self._ack_future: asyncio.Future[str] | None = None
         self._reconnect_task: asyncio.Task[None] | None = None
@@ -152,7 +157,7 @@ class ClientConn(Dispatcher):
             async with asyncio.timeout(timeout):
                 sock = await self._connector.connect(
                     self, self.url, headers, timeout=timeout,
-                    max_message_size=self._cfg.max_message_size,
+                    max_message_size=self._cfg.max_message_size, ssl=self._ssl,
                 )
                 if self._lost_in_open is not None:  # closed before connect() returned
                     raise self._lost_in_open
@@ -398,6 +403,7 @@ def dial(
     max_room_name_length: int = 256,
     close_timeout: float = 5.0,
     ping_interval: float | None = 20.0,
+    ssl: SSLContext | None = None,
 ) -> Dialing:
     """Connect to a neffos server and complete the handshake.
 
@@ -415,6 +421,9 @@ def dial(
         max_queued_bytes, max_rooms, max_room_name_length, close_timeout, ping_interval:
         limits, as for :class:`~neffos.Server` (they bound what the server can
         make this client hold).
+        ssl: the TLS context for a ``wss://`` URL, e.g. one that trusts a
+            private CA (``ssl.create_default_context(cafile=...)``); ``None``:
+            the default context (the system's CAs). Reconnections use it too.
 
     Returns:
         an awaitable of the client connection, also usable as
@@ -422,9 +431,14 @@ def dial(
 
     Raises:
         HandshakeRefused: the server's ``on_connect`` refused (its text).
-        DialError: the connection could not be opened or no acknowledgement
+        DialError: the connection could not be opened (the server's TLS
+            certificate did not verify, among others) or no acknowledgement
             arrived in time.
+        ValueError: ``ssl`` with a ``ws://`` URL (use ``wss://`` for TLS).
     """
+    if ssl is not None and urlsplit(url).scheme.lower() == "ws":
+        # Silently talking plain text when TLS was asked for would be worse.
+        raise ValueError("ssl= was given for a ws:// URL; use wss:// to enable TLS")
     cfg = Config(
         log=log,
         send_buffer=send_buffer,
@@ -438,7 +452,7 @@ def dial(
         max_room_name_length=max_room_name_length,
         close_timeout=close_timeout,
     )
-    return Dialing(_dial(url, handler, headers, timeout, reconnect, transport, cfg))
+    return Dialing(_dial(url, handler, headers, timeout, reconnect, transport, cfg, ssl))
 
 
 async def _dial(
@@ -449,11 +463,12 @@ async def _dial(
     reconnect: Reconnect | bool | None,
     transport: str | Connector,
     cfg: Config,
+    ssl: SSLContext | None,
 ) -> ClientConn:
     compiled = ConnHandler.compile(handler)
     connector = transports.load(transport) if isinstance(transport, str) else transport
     header_list = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
     policy = Reconnect() if reconnect is True else (reconnect or None)
-    conn = ClientConn(url, compiled, cfg, connector, header_list, timeout, policy)
+    conn = ClientConn(url, compiled, cfg, connector, header_list, timeout, policy, ssl)
     await conn._first_open()
     return conn

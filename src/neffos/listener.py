@@ -24,6 +24,8 @@ class Listener:
         aio_server: asyncio.Server,
         on_close: Callable[[Listener], None] | None = None,
         server: ServerAPI | None = None,
+        *,
+        tls: bool = False,
     ) -> None:
         #: the server it serves
         self.server = server
@@ -31,6 +33,8 @@ class Listener:
         self.endpoint = endpoint
         #: the name of the transport, e.g. ``"picows"``
         self.transport = transport
+        #: whether connections are TLS (``listen(..., ssl=context)``): ``wss://`` URLs
+        self.tls = tls
         self._aio_server: asyncio.Server | None = aio_server
         self._on_close = on_close
         address = aio_server.sockets[0].getsockname()
@@ -50,11 +54,12 @@ class Listener:
 
     @property
     def url(self) -> str:
-        """``ws://host:port/path`` of this listener."""
+        """``ws://host:port/path`` of this listener (``wss://`` with TLS)."""
         host = self.host
         if ":" in host:
             host = f"[{host}]"
-        return f"ws://{host}:{self.port}{self.path or '/'}"
+        scheme = "wss" if self.tls else "ws"
+        return f"{scheme}://{host}:{self.port}{self.path or '/'}"
 
     async def serve_forever(self) -> None:
         """Wait until the listener is closed (or the task is cancelled)."""

@@ -10,6 +10,7 @@ close frames), so application tests need neither ports nor a WebSocket library.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from ssl import SSLContext
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +40,7 @@ class _MemoryConnector:
         *,
         timeout: float | None,
         max_message_size: int,
+        ssl: SSLContext | None = None,  # nothing to encrypt in memory
     ) -> Socket:
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -62,6 +62,10 @@ function describeError(err) {
     if (err instanceof Error) {
         return { error: err.message, errorIsError: true };
     }
+    if (err && typeof err.message === "string") {
+        // a failed connection rejects with ws' ErrorEvent, which is no Error
+        return { error: err.message, errorIsError: false };
+    }
     return { error: String(err), errorIsError: false };
 }
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
     import asyncio
+    from ssl import SSLContext
 
     from .base import Endpoint, Receiver, Socket
 
@@ -41,11 +42,17 @@ class Connector(Protocol):
         *,
         timeout: float | None,
         max_message_size: int,
+        ssl: SSLContext | None = None,
     ) -> Socket:
         """Open a WebSocket to ``url`` whose frames go to ``receiver``.
 
+        ``ssl`` is the TLS context for a ``wss://`` URL (``None``: the default
+        context, which verifies the server's certificate against the system's
+        CAs); it is not used with ``ws://``.
+
         Raises:
-            DialError: the connection or the WebSocket handshake failed.
+            DialError: the connection, the TLS handshake (a certificate that
+                does not verify) or the WebSocket handshake failed.
         """
         ...
 

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import struct
+from ssl import SSLContext
 from typing import Any
 
 try:
@@ -27,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .._http import Headers, Request, serve_front
 from ..errors import DialError
-from .base import Endpoint, QuietLog, Receiver, peer_of
+from .base import Endpoint, QuietLog, Receiver, peer_of, tls_failure
 from .messages import FRAGMENT_COST, close_reason, is_valid_close_code, is_valid_utf8
 
 NAME = "aiohttp"
@@ -320,11 +321,13 @@ async def connect(
     *,
     timeout: float | None,
     max_message_size: int,
+    ssl: SSLContext | None = None,
 ) -> AiohttpSocket:
     session = aiohttp.ClientSession()
     try:
         ws = await session.ws_connect(
             url,
+            ssl=True if ssl is None else ssl,  # used for wss:// only; True: verify
             headers=headers,
             autoping=False,
             autoclose=False,
@@ -335,7 +338,7 @@ async def connect(
         )
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         await session.close()
-        raise DialError(f"cannot connect to {url}: {exc!r}") from exc
+        raise DialError(f"cannot connect to {url}: {tls_failure(exc) or repr(exc)}") from exc
     except BaseException:
         await session.close()
         raise

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._http import Router
@@ -23,7 +24,7 @@ from .._http import Router
 if TYPE_CHECKING:
     from .._http import Request
 
-__all__ = ["Endpoint", "QuietLog", "Receiver", "Socket", "peer_of"]
+__all__ = ["Endpoint", "QuietLog", "Receiver", "Socket", "peer_of", "tls_failure"]
 
 
 class Receiver(Protocol):
@@ -123,6 +124,30 @@ def peer_of(transport: asyncio.BaseTransport | None) -> tuple[str, int] | None:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return (str(peer[0]), int(peer[1]))
     return None
+
+
+def tls_failure(exc: BaseException) -> str | None:
+    """What failed in the TLS handshake, if ``exc`` (or an exception behind it) says so.
+
+    Clients put this in their DialError: libraries wrap the ssl module's errors
+    differently, and "the certificate did not verify" must read the same on
+    every transport.
+    """
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 8:  # short; never follow a cycle
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    errors = [e for e in chain if isinstance(e, ssl.SSLError)]
+    if not errors:
+        return None
+    # The ssl module's own error is the innermost; a library's wrapper
+    # (aiohttp's) subclasses it without filling in its attributes.
+    inner = errors[-1]
+    if isinstance(inner, ssl.SSLCertVerificationError):
+        detail = getattr(inner, "verify_message", None) or inner
+        return f"the server's TLS certificate did not verify ({detail})"
+    return f"the TLS handshake failed ({getattr(inner, 'reason', None) or inner})"
 
 
 class QuietLog(logging.LoggerAdapter):  # type: ignore[type-arg]

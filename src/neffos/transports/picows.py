@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
+from ssl import SSLContext
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -33,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - picows is a dependency
 
 from .._http import Request, canonical_upgrade_head, serve_front
 from ..errors import DialError
-from .base import Endpoint, QuietLog, Receiver, peer_of
+from .base import Endpoint, QuietLog, Receiver, peer_of, tls_failure
 from .messages import Assembler, ProtocolViolation, close_reason, is_valid_close_code
 
 if TYPE_CHECKING:
@@ -270,14 +271,16 @@ async def connect(
     *,
     timeout: float | None,
     max_message_size: int,
+    ssl: SSLContext | None = None,
 ) -> PicowsSocket:
     request = _client_request(url, headers)
     sock = PicowsSocket(request, max_message_size)
     sock.receiver = receiver
     try:
-        await ws_connect(
+        _, listener = await ws_connect(
             lambda: sock,
             url,
+            ssl_context=ssl,  # used for wss:// only; None: the default context
             extra_headers=headers,
             websocket_handshake_timeout=timeout,
             logger_name=_log,
@@ -287,7 +290,12 @@ async def connect(
             max_redirects=0,
         )
     except (TimeoutError, OSError, WSError, RuntimeError) as exc:
-        raise DialError(f"cannot connect to {url}: {exc}") from exc
+        raise DialError(f"cannot connect to {url}: {tls_failure(exc) or exc}") from exc
+    if listener is not sock:
+        # picows returns without a listener (and without an error) when the
+        # server closes the connection before its answer, e.g. a TLS server
+        # that got a plain-text request.
+        raise DialError(f"cannot connect to {url}: connection closed during the handshake")
     return sock
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from ssl import SSLContext
 from typing import Any
 
 try:
@@ -28,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .._http import Headers, Request, http_response, plain_text, serve_front
 from ..errors import DialError
-from .base import Endpoint, QuietLog, Receiver, peer_of
+from .base import Endpoint, QuietLog, Receiver, peer_of, tls_failure
 from .messages import Assembler, ProtocolViolation, close_reason
 
 NAME = "websockets"
@@ -98,7 +99,8 @@ class WebsocketsSocket(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         fut = self._handshake
         if fut is not None and not fut.done():
-            fut.set_exception(DialError(f"connection lost during the handshake: {exc}"))
+            cause = f": {exc}" if exc is not None else ""
+            fut.set_exception(DialError(f"connection lost during the handshake{cause}"))
         receiver = self.receiver
         if receiver is not None:
             self.receiver = None
@@ -264,6 +266,7 @@ async def connect(
     *,
     timeout: float | None,
     max_message_size: int,
+    ssl: SSLContext | None = None,
 ) -> WebsocketsSocket:
     try:
         uri = parse_uri(url)
@@ -282,15 +285,15 @@ async def connect(
     sock.receiver = receiver
     try:
         async with asyncio.timeout(timeout):
-            await loop.create_connection(
-                lambda: sock, uri.host, uri.port, ssl=True if uri.secure else None
-            )
+            # wss: the given context, or asyncio's default one (it verifies the certificate)
+            context = (True if ssl is None else ssl) if uri.secure else None
+            await loop.create_connection(lambda: sock, uri.host, uri.port, ssl=context)
             await sock._handshake
     except (OSError, TimeoutError) as exc:
         sock.receiver = None
         if sock._transport is not None:
             sock._transport.abort()
-        raise DialError(f"cannot connect to {url}: {exc!r}") from exc
+        raise DialError(f"cannot connect to {url}: {tls_failure(exc) or repr(exc)}") from exc
     except BaseException:
         sock.receiver = None
         if sock._transport is not None:
