@@ -9,9 +9,11 @@ framing; this module turns the ASGI messages into the engine's
 
 * ``websocket.receive`` -> ``receiver.feed``; ``websocket.disconnect`` -> the
   end of the socket.
-* ``Socket.send`` never waits: messages queue in the socket, and one writer
-  task per connection awaits the ASGI ``send``. What waits in that queue is
-  what ``send`` reports, so ``send_buffer`` and the slow-consumer close hold.
+* ``Socket.send`` never waits: it runs the ASGI ``send`` coroutine at once,
+  which ASGI servers finish without waiting while the peer keeps up (no task
+  per message). A send that must wait (backpressure) is finished by a task,
+  and later messages queue behind it in order; what is queued is what ``send``
+  reports, so ``send_buffer`` and the slow-consumer close hold.
 * ASGI has no ping: the ASGI server keeps connections alive itself (uvicorn's
   ``--ws-ping-interval``), so ``ping`` counts as answered.
 * ASGI has no abort either: an abort ends the application's coroutine, and the
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -106,7 +109,6 @@ class ASGISocket:
         "_pending",
         "_queue",
         "_task",
-        "_wake",
         "_writer",
         "receiver",
         "request",
@@ -119,17 +121,14 @@ class ASGISocket:
         self.request: Request | None = request
         self._asgi_send = send
         self._queue: collections.deque[tuple[Message, int]] = collections.deque()
-        self._pending = 0  # bytes in the queue and in the send under way
-        self._wake: asyncio.Future[None] | None = None  # the writer, asleep
-        self._writer: asyncio.Task[None] | None = None
+        self._pending = 0  # bytes queued or in the send under way
+        self._writer: asyncio.Task[None] | None = None  # only while a send waits
         self._task: asyncio.Task[Any] | None = None  # the application's coroutine
         self._closing = False
         self._aborted = False
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
-        self._writer = loop.create_task(self._write_loop())
 
     # -- Socket ----------------------------------------------------------------------
 
@@ -140,13 +139,29 @@ class ASGISocket:
             message: Message = {"type": "websocket.send", "bytes": data}
         else:
             message = {"type": "websocket.send", "text": data.decode()}
-        size = len(data)
-        self._queue.append((message, size))
+        return self._put(message, len(data))
+
+    def _put(self, message: Message, size: int) -> int:
+        if self._writer is not None:  # a send is waiting: keep the order
+            self._queue.append((message, size))
+            self._pending += size
+            return self._pending
+        # Run the ASGI send at once: ASGI servers write to the transport and
+        # return without waiting unless the peer is behind, so most sends
+        # finish here, with no task and no wake-up per message.
+        coro: Any = self._asgi_send(message)  # a coroutine, driven by hand
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return self._pending
+        except Exception as exc:
+            self._lost(exc)
+            raise ConnectionResetError("the WebSocket is closed") from exc
+        # It waits (backpressure): a task finishes it, then sends what queued.
         self._pending += size
-        wake = self._wake
-        if wake is not None:
-            self._wake = None
-            wake.set_result(None)
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write_loop(coro, waiting, size)
+        )
         return self._pending
 
     def ping(self) -> None:
@@ -164,11 +179,8 @@ class ASGISocket:
         if self._closing:
             return
         self._closing = True
-        self._queue.append(({"type": "websocket.close", "code": code, "reason": reason}, 0))
-        wake = self._wake
-        if wake is not None:
-            self._wake = None
-            wake.set_result(None)
+        with contextlib.suppress(ConnectionResetError):
+            self._put({"type": "websocket.close", "code": code, "reason": reason}, 0)
 
     def abort(self) -> None:
         if self._aborted:
@@ -184,28 +196,42 @@ class ASGISocket:
     def remote_address(self) -> tuple[str, int] | None:
         return self.request.remote_address if self.request is not None else None
 
-    # -- the tasks -------------------------------------------------------------------
+    # -- sends that wait -------------------------------------------------------------
 
-    async def _write_loop(self) -> None:
+    async def _write_loop(self, coro: Any, waiting: Any, size: int) -> None:
+        """Finish a send that started in ``_put``, then the ones queued behind it."""
         queue = self._queue
-        send = self._asgi_send
-        loop = asyncio.get_running_loop()
         try:
             while True:
-                while queue:
-                    message, size = queue.popleft()
-                    await send(message)
-                    self._pending -= size
-                    if message["type"] == "websocket.close":
-                        return
-                self._wake = wake = loop.create_future()
-                await wake
+                # Resume the started coroutine the way a task would: wait for
+                # what it waits for, then let it go on (it reads the outcome).
+                if waiting is None:
+                    await asyncio.sleep(0)
+                else:
+                    waiting._asyncio_future_blocking = False  # as Task.__step does
+                    with contextlib.suppress(BaseException):
+                        await waiting
+                try:
+                    waiting = coro.send(None)
+                except StopIteration:
+                    break
+            self._pending -= size
+            while queue:
+                message, size = queue.popleft()
+                await self._asgi_send(message)
+                self._pending -= size
         except asyncio.CancelledError:
+            coro.close()
             raise
         except Exception as exc:  # the ASGI server lost the connection
-            log.debug("ASGI send failed: %r", exc)
-            self._closing = True
-            self._queue.clear()
+            self._lost(exc)
+        finally:
+            self._writer = None
+
+    def _lost(self, exc: BaseException) -> None:
+        log.debug("ASGI send failed: %r", exc)
+        self._closing = True
+        self._queue.clear()
 
     async def read_loop(self, receive: Receive, max_size: int) -> None:
         while True:
@@ -236,9 +262,6 @@ class ASGISocket:
         writer = self._writer
         if writer is not None and not writer.done():
             writer.cancel()
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.cancel()
         receiver = self.receiver
         self.receiver = None
         if receiver is not None:
