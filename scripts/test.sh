@@ -18,6 +18,14 @@ else
     echo "npm not found: the neffos.js interoperability tests will be skipped" >&2
 fi
 
+# The demo's browser test drives Debian's Chromium with playwright (no browser download).
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq chromium; } >/dev/null 2>&1; then
+        echo "could not install chromium: the demo's browser test will be skipped" >&2
+    fi
+fi
+
 .venv/bin/ruff check src tests examples
 .venv/bin/mypy --strict src
 .venv/bin/python -m pytest "$@"

@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     }),
     ("server and client", {"server", "client"}),
     ("facade", {"testing", ""}),
+    ("applications", {"__main__", "demo", "demo.assets", "demo.server", "demo.client", "demo.cli"}),
 ]
 MAX_LINES = 800
 
