@@ -283,6 +283,15 @@ async def test_terminal_clients_chat_and_nobody_speaks_for_another() -> None:
         await lee.expect("[mallory] left from room [lobby].")
         assert "[mallory] sent a chat message without a text: dropped" in said
 
+        # a name is one person: a second "kim" is refused, and says why
+        with pytest.raises(neffos.HandshakeRefused, match="the name kim is taken"):
+            await neffos.dial(demo.ws_url, events, headers={"X-Username": "kim"}, timeout=WAIT)
+        # what others type cannot drive the terminal: control characters are escaped
+        async with neffos.dial(demo.ws_url, events, headers={"X-Username": "eve"}) as conn:
+            room = await (await conn.connect("default")).join_room("lobby", timeout=WAIT)
+            assert room.emit("chat", neffos.marshal({"from": "eve", "text": "\x1b[2Jgone"}))
+            await lee.expect("eve: \\x1b[2Jgone")
+
         await kim.send("/join attic")  # moves: lobby hears the leave, kim hears no more of it
         await kim.expect("left room lobby")
         await kim.expect("joined room attic")

@@ -44,7 +44,7 @@ async def test_auth_example(stack: str) -> None:
         for what, bad in refused.items():
             client = await run.start("auth", "client", "--url", url, "--token", bad)
             out, err = await client.finish(expect_code=1)
-            assert out == [] and "401" in err, (what, err)
+            assert out == [] and "received 401" in err, (what, err)
 
         banned = await token(run, "--user", "mallory")
         client = await run.start("auth", "client", "--url", url, "--token", banned)

@@ -207,6 +207,13 @@ def test_ssl_with_a_ws_url_is_refused(client_ssl: ssl.SSLContext) -> None:
         neffos.dial("ws://127.0.0.1:1/echo", {"v1": {}}, ssl=client_ssl)
 
 
+@pytest.mark.parametrize("value", [False, True, "no"])
+def test_ssl_must_be_a_context(value: object) -> None:
+    # aiohttp would read ssl=False as "do not verify": refused on every transport
+    with pytest.raises(TypeError, match="SSLContext"):
+        neffos.dial("wss://127.0.0.1:1/echo", {"v1": {}}, ssl=value)  # type: ignore[arg-type]
+
+
 async def test_memory_connector_takes_ssl(client_ssl: ssl.SSLContext) -> None:
     server = neffos.Server({"v1": {"echo": lambda ns, m: m.body}}, ping_interval=None)
     async with (

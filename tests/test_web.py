@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -114,7 +115,7 @@ async def test_asgi_refusals_keep_their_status(kind: str) -> None:
         )
         assert status == 400
         assert [e.status for e in await refused.wait_len(2)] == [403, 400]
-        with pytest.raises(neffos.DialError, match="403"):
+        with pytest.raises(neffos.DialError, match="received 403"):
             await neffos.dial(
                 host.url, {"v1": {}}, timeout=WAIT, headers={"Origin": "https://evil.example"}
             )
@@ -311,7 +312,7 @@ async def test_before_upgrade_refuses_with_401(side: str) -> None:
         status, headers, body = await exchange(port, upgrade_request("/echo?token=bad"))
         assert (status, body) == (401, b"Unauthorized\n")
         assert headers["www-authenticate"] == "Bearer"
-        with pytest.raises(neffos.DialError, match="401"):
+        with pytest.raises(neffos.DialError, match="received 401"):
             await neffos.dial(f"ws://127.0.0.1:{port}/echo", {"v1": {}}, timeout=WAIT)
         client = await round_trip(f"ws://127.0.0.1:{port}/echo?token=good")
         (request,) = await rec.wait_len(1)
@@ -329,3 +330,68 @@ async def test_subprotocol_selected_from_the_offer(side: str) -> None:
         assert status == 101 and headers["sec-websocket-protocol"] == "neffos"
         status, headers, _ = await exchange(port, upgrade_request())
         assert status == 101 and "sec-websocket-protocol" not in headers
+
+
+async def test_asgi_send_that_returns_another_kind_of_awaitable() -> None:
+    """ASGI only says "awaitable" (granian's send returns no coroutine): such
+    sends are awaited in order, the same as coroutines."""
+    server = neffos.Server(
+        {"v1": {"many": lambda ns, m: [ns.emit("n", str(i)) for i in range(200)] and None}},
+        ping_interval=None,
+    )
+    inner = neffos.ASGIApp(server, path="/echo")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        def future_send(message: Any) -> asyncio.Future[None]:
+            return asyncio.ensure_future(send(message))  # a Task, not a coroutine
+
+        await inner(scope, receive, future_send)
+
+    got = Recorder()
+    async with hosted(app) as host:
+        client = await neffos.dial(
+            host.url, {"v1": {"n": lambda ns, m: got.add(m.text)}}, timeout=WAIT
+        )
+        ns = await client.connect("v1")
+        ns.emit("many")
+        assert await got.wait_len(200) == [str(i) for i in range(200)]
+        await client.aclose()
+
+
+async def test_fastapi_serve_refuses_an_accepted_websocket() -> None:
+    server = neffos.Server(echo_events(), ping_interval=None)
+    neffos_app = neffos.ASGIApp(server)
+    problems: list[str] = []
+    app = FastAPI()
+
+    @app.websocket("/echo")
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            await neffos_app.serve(websocket)
+        except RuntimeError as exc:
+            problems.append(str(exc))
+            await websocket.close()
+
+    async with hosted(app) as host:
+        with contextlib.suppress(neffos.DialError):
+            await neffos.dial(host.url, {"v1": {}}, timeout=1 * UNIT)
+        assert problems and "not accepted yet" in problems[0]
+    await server.close()
+
+
+@pytest.mark.parametrize("side", SERVER_SIDES)
+async def test_a_client_leaving_before_the_101_logs_no_error(
+    side: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = neffos.Server(echo_events(), ping_interval=None)
+    async with contextlib.asynccontextmanager(serve_on)(side, server) as port:
+        for _ in range(5):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(upgrade_request())
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+        client = await round_trip(f"ws://127.0.0.1:{port}/echo")  # served after them
+        await client.aclose()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -435,7 +435,11 @@ def dial(
             certificate did not verify, among others) or no acknowledgement
             arrived in time.
         ValueError: ``ssl`` with a ``ws://`` URL (use ``wss://`` for TLS).
+        TypeError: ``ssl`` is not an ``SSLContext`` (e.g. ``False``: to skip
+            certificate checks, pass a context with ``verify_mode = CERT_NONE``).
     """
+    if ssl is not None and not isinstance(ssl, SSLContext):
+        raise TypeError(f"ssl must be an ssl.SSLContext or None, not {ssl!r}")
     if ssl is not None and urlsplit(url).scheme.lower() == "ws":
         # Silently talking plain text when TLS was asked for would be worse.
         raise ValueError("ssl= was given for a ws:// URL; use wss:// to enable TLS")

@@ -26,17 +26,25 @@ DEFAULT_URL = "ws://127.0.0.1:8080/echo"
 Say = Callable[[str], object]
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters shown as escapes: what others typed
+    must not move the cursor, recolour or clear the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def client_events(say: Say) -> dict[str, dict[str, Callable[..., Any]]]:
     """What the client shows: the others' chat lines and notices, its own joins and leaves."""
 
     def chat(ns: neffos.NSConn, msg: neffos.Message) -> None:
         line = chat_line(msg.body)
         sender, text = line if line is not None else ("?", msg.text)
-        where = f"[{msg.room}] " if msg.room else ""
-        say(f"{where}{sender}: {text}")
+        where = f"[{printable(msg.room)}] " if msg.room else ""
+        say(f"{where}{printable(sender)}: {printable(text)}")
 
     def notify(ns: neffos.NSConn, msg: neffos.Message) -> None:
-        say(msg.text)
+        say(printable(msg.text))
 
     def joined(ns: neffos.NSConn, msg: neffos.Message) -> None:
         say(f"joined room {msg.room}")

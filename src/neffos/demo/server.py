@@ -39,6 +39,10 @@ Say = Callable[[str], object]
 Answer = tuple[int, list[tuple[str, str]], bytes]
 
 
+class NameTaken(Exception):
+    """A second connection asked for a name that is connected already."""
+
+
 def say_line(line: str) -> None:
     """Print one line at once (the demo's output is read by people and by tests)."""
     print(line, flush=True)
@@ -212,6 +216,10 @@ async def start(
     """
 
     def connected(conn: neffos.Conn) -> None:
+        server = conn.server
+        if server is not None and len(server.get_connections_by_id(conn.id)) > 1:
+            # IDs need not be unique in neffos; in this chat a name is one person
+            raise NameTaken(f"the name {conn.id} is taken: choose another")
         say(f"[{conn.id}] connected.")
 
     def disconnected(conn: neffos.Conn) -> None:

@@ -114,7 +114,11 @@ class AiohttpSocket:
                 elif kind is _BINARY:
                     receiver.feed(bytes(msg.data), True)
                 elif kind is WSMsgType.PING:
-                    receiver.control_sent(self._write(_OP_PONG, bytes(msg.data)))
+                    try:
+                        pending = self._write(_OP_PONG, bytes(msg.data))
+                    except ConnectionResetError:
+                        continue  # closing already (e.g. as a slow reader): no pong
+                    receiver.control_sent(pending)
                 elif kind is WSMsgType.PONG:
                     receiver.alive()
                 elif kind is WSMsgType.CLOSE:
@@ -185,7 +189,10 @@ def upgrade(
             max_msg_size=endpoint.max_message_size,
             decode_text=False,
         )
-        await ws.prepare(http_request)  # HttpFront checked the request already
+        try:
+            await ws.prepare(http_request)  # HttpFront checked the request already
+        except OSError:  # ConnectionError and aiohttp's ClientConnectionResetError too
+            return web.Response()  # the client left before the 101: nothing to log
         sock = AiohttpSocket(ws, request, transport)
         endpoint.accept(sock)
         await sock.read_loop()

@@ -93,7 +93,10 @@ def handler(server: _Server) -> Handler:
             max_msg_size=endpoint.max_message_size,
             decode_text=False,
         )
-        await ws.prepare(http_request)
+        try:
+            await ws.prepare(http_request)
+        except OSError:  # ConnectionError and aiohttp's ClientConnectionResetError too
+            return web.Response()  # the client left before the 101: nothing to log
         sock = AiohttpSocket(ws, request, http_request.transport)
         endpoint.accept(sock)
         await sock.read_loop()

@@ -16,8 +16,10 @@ framing; this module turns the ASGI messages into the engine's
   reports, so ``send_buffer`` and the slow-consumer close hold.
 * ASGI has no ping: the ASGI server keeps connections alive itself (uvicorn's
   ``--ws-ping-interval``), so ``ping`` counts as answered.
-* ASGI has no abort either: an abort ends the application's coroutine, and the
-  ASGI server then drops the connection.
+* ASGI has no abort either (ending the application closes the connection
+  gracefully, which waits for a peer that may never read): an abort drops the
+  ASGI server's TCP transport where it can be found (uvicorn, hypercorn, also
+  through Starlette's WebSocket), and ends the application's coroutine.
 
 Requests the endpoint refuses (its HTTP rules, ``before_upgrade``) are answered
 with their status when the ASGI server offers the ``websocket.http.response``
@@ -30,6 +32,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import types
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
@@ -149,9 +152,16 @@ class ASGISocket:
         # Run the ASGI send at once: ASGI servers write to the transport and
         # return without waiting unless the peer is behind, so most sends
         # finish here, with no task and no wake-up per message.
-        coro: Any = self._asgi_send(message)  # a coroutine, driven by hand
+        step: Any = self._asgi_send(message)
+        if not isinstance(step, types.CoroutineType):
+            # an awaitable of another kind (e.g. granian's): a task awaits it
+            self._pending += size
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_loop(step, None, size, started=False)
+            )
+            return self._pending
         try:
-            waiting = coro.send(None)
+            waiting = step.send(None)  # the coroutine, driven by hand
         except StopIteration:
             return self._pending
         except Exception as exc:
@@ -160,7 +170,7 @@ class ASGISocket:
         # It waits (backpressure): a task finishes it, then sends what queued.
         self._pending += size
         self._writer = asyncio.get_running_loop().create_task(
-            self._write_loop(coro, waiting, size)
+            self._write_loop(step, waiting, size)
         )
         return self._pending
 
@@ -188,9 +198,19 @@ class ASGISocket:
         self._aborted = True
         self._closing = True
         self._queue.clear()
+        writer = self._writer
+        if writer is not None and not writer.done():
+            writer.cancel()
+        # ASGI cannot drop a connection (ending the app closes it gracefully,
+        # which waits for a peer that may never read): where the server's
+        # transport can be found (uvicorn), drop it.
+        transport = _transport_of(self._asgi_send)
+        if transport is not None:
+            transport.abort()
         task = self._task
         if task is not None and task is not asyncio.current_task() and not task.done():
             task.cancel()  # serve() takes it as the end of the connection
+        # from the app's own task, read_loop returns after the frame at hand
 
     @property
     def remote_address(self) -> tuple[str, int] | None:
@@ -198,30 +218,37 @@ class ASGISocket:
 
     # -- sends that wait -------------------------------------------------------------
 
-    async def _write_loop(self, coro: Any, waiting: Any, size: int) -> None:
+    async def _write_loop(
+        self, first: Any, waiting: Any, size: int, *, started: bool = True
+    ) -> None:
         """Finish a send that started in ``_put``, then the ones queued behind it."""
         queue = self._queue
         try:
-            while True:
-                # Resume the started coroutine the way a task would: wait for
-                # what it waits for, then let it go on (it reads the outcome).
-                if waiting is None:
-                    await asyncio.sleep(0)
-                else:
-                    waiting._asyncio_future_blocking = False  # as Task.__step does
-                    with contextlib.suppress(BaseException):
-                        await waiting
-                try:
-                    waiting = coro.send(None)
-                except StopIteration:
-                    break
+            if not started:
+                await first
+            else:
+                while True:
+                    # Resume the started coroutine the way a task would: wait
+                    # for what it waits for, then let it go on (it reads the
+                    # outcome, an exception or a cancellation included).
+                    if waiting is None:
+                        await asyncio.sleep(0)
+                    else:
+                        waiting._asyncio_future_blocking = False  # as Task.__step does
+                        with contextlib.suppress(BaseException):
+                            await waiting
+                    try:
+                        waiting = first.send(None)
+                    except StopIteration:
+                        break
             self._pending -= size
             while queue:
                 message, size = queue.popleft()
                 await self._asgi_send(message)
                 self._pending -= size
         except asyncio.CancelledError:
-            coro.close()
+            if started:
+                first.close()
             raise
         except Exception as exc:  # the ASGI server lost the connection
             self._lost(exc)
@@ -253,6 +280,8 @@ class ASGISocket:
                     self.close(1009, "message too big")
                     continue
                 receiver.feed(data, binary)
+                if self._aborted:
+                    return
             elif kind == "websocket.disconnect":
                 return
 
@@ -266,6 +295,27 @@ class ASGISocket:
         self.receiver = None
         if receiver is not None:
             receiver.socket_closed(None)
+
+
+def _transport_of(send: Any) -> Any:
+    """The asyncio transport behind an ASGI ``send``, where it can be found.
+
+    uvicorn's ``send`` is a method of its protocol, which has ``transport``;
+    hypercorn's is a method of a stream whose ``send`` reaches a server with a
+    ``writer``; Starlette's WebSocket wraps the server's ``send`` as ``_send``.
+    """
+    for _ in range(4):
+        owner = getattr(send, "__self__", None)
+        if owner is None:
+            return None
+        for transport in (
+            getattr(owner, "transport", None),
+            getattr(getattr(owner, "writer", None), "transport", None),
+        ):
+            if transport is not None and callable(getattr(transport, "abort", None)):
+                return transport
+        send = getattr(owner, "_send", None) or getattr(owner, "send", None)
+    return None
 
 
 class ASGIApp:
@@ -321,7 +371,17 @@ class ASGIApp:
                 await neffos_app.serve(websocket)
 
         Handlers then find ``websocket`` as ``conn.request.native``.
+
+        Raises:
+            RuntimeError: the WebSocket was accepted already (neffos accepts
+                it, after its own checks and with the subprotocol).
         """
+        state = getattr(websocket, "client_state", None)
+        if state is not None and getattr(state, "name", "CONNECTING") != "CONNECTING":
+            raise RuntimeError(
+                "ASGIApp.serve() needs a WebSocket that is not accepted yet: "
+                "do not call websocket.accept() before it"
+            )
         await self._websocket(websocket.scope, websocket.receive, websocket.send, websocket)
 
     # -- the parts ------------------------------------------------------------------------
