@@ -35,7 +35,9 @@ LAYERS: list[tuple[str, set[str]]] = [
     }),
     ("server and client", {"server", "client"}),
     ("facade", {"testing", ""}),
-    ("applications", {"__main__", "demo", "demo.assets", "demo.server", "demo.client", "demo.cli"}),
+    ("applications", {
+        "__main__", "cli", "demo", "demo.assets", "demo.server", "demo.client", "demo.cli",
+    }),
 ]
 MAX_LINES = 800
 

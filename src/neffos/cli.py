@@ -1,0 +1,261 @@
+"""``neffos serve MODULE:ATTR``: run an application's server from the command line.
+
+The command imports ``MODULE``, takes ``ATTR`` (a :class:`~neffos.Server`, or a
+plain or async function returning one), applies the options (bus, TLS, allowed
+origins) and listens. On SIGTERM or SIGINT it shuts down gracefully: it stops
+accepting, closes every connection with 1001 (going away) and lets what they
+were sending drain, closes the bus last, and exits 0; past
+``--shutdown-timeout`` it gives up and exits 1. A second signal exits at once.
+
+Failures a user can fix (module or attribute not found, not a server, port in
+use, broker unreachable, missing extra, bad certificate) are one line on stderr
+and exit status 1; errors raised by the application's own code keep their
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import importlib
+import inspect
+import logging
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from . import transports
+from .exchange.base import StackExchange
+from .server import Server
+
+__all__ = ["CommandError", "add_command", "load_server"]
+
+log = logging.getLogger("neffos.cli")
+
+DESCRIPTION = """\
+Serve an application's neffos server. MODULE:ATTR names it the way uvicorn does:
+MODULE is imported (from the current directory too) and ATTR is a neffos.Server,
+or a function (plain or async) that returns one, e.g. `neffos serve chat:server`
+or `neffos serve chat:make_server`.
+
+Prints `listening on ws://HOST:PORT/PATH` once it listens. SIGTERM or Ctrl-C
+stops it gracefully: no new connections, every connection closed with 1001
+(going away) once what it was sending is flushed, the bus closed last, exit 0.
+"""
+
+LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+class CommandError(Exception):
+    """A failure the user can fix, reported as one line (no traceback)."""
+
+
+def add_command(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add ``serve`` to ``python -m neffos`` (``add_parser`` of the subparsers)."""
+    serve = add_parser(
+        "serve", help="serve an application's neffos server (MODULE:ATTR)",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("app", metavar="MODULE:ATTR", help="the server, or a function making it")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    serve.add_argument(
+        "--port", type=int, default=8080, help="port to listen on; 0 picks a free one (%(default)s)"
+    )
+    serve.add_argument(
+        "--path", default=None, help="URL path of the endpoint, e.g. /echo (default: any path)"
+    )
+    serve.add_argument(
+        "--transport", choices=transports.NAMES, default=None,
+        help="WebSocket library (default: the server's own, normally picows)",
+    )
+    bus = serve.add_mutually_exclusive_group()
+    bus.add_argument(
+        "--redis", metavar="URL",
+        help="share connections with other servers over Redis (redis://host:port/db or host:port)",
+    )
+    bus.add_argument(
+        "--nats", metavar="URL", help="share connections with other servers over NATS (nats://...)"
+    )
+    serve.add_argument("--certfile", help="TLS certificate chain (PEM): serve wss://")
+    serve.add_argument("--keyfile", help="TLS private key (PEM; default: in --certfile)")
+    serve.add_argument(
+        "--allowed-origin", action="append", metavar="ORIGIN", dest="allowed_origins",
+        help="an Origin browsers may connect from (repeat it; others get 403)",
+    )
+    serve.add_argument(
+        "--log-level", choices=LEVELS, default="warning",
+        help="what the neffos loggers print on stderr (%(default)s)",
+    )
+    serve.add_argument(
+        "--shutdown-timeout", type=float, default=10.0, metavar="SECONDS",
+        help="how long a graceful shutdown may take before giving up (%(default)s)",
+    )
+    serve.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``serve`` command; its exit status."""
+    if args.keyfile and not args.certfile:
+        print("error: --keyfile needs --certfile", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return asyncio.run(serve(args))
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a signal before the handlers were installed
+        return 1
+
+
+async def serve(args: argparse.Namespace) -> int:
+    server = await load_server(args.app)
+    if args.allowed_origins:
+        server.allowed_origins = frozenset(args.allowed_origins)
+    if args.redis or args.nats:
+        server.use_stack_exchange(make_exchange(args.redis, args.nats))
+    context = tls_context(args.certfile, args.keyfile) if args.certfile else None
+    try:
+        await server.start()  # connects the bus
+    except ConnectionError as exc:
+        if args.redis and "://" in args.redis:  # the exchange's text names its default address
+            detail = str(exc).partition("): ")[2]
+            raise CommandError(f"cannot reach Redis at {args.redis}: {detail}")
+        raise CommandError(str(exc))
+    try:
+        options: dict[str, Any] = {"ssl": context} if context is not None else {}
+        listener = await server.listen(
+            args.host, args.port, path=args.path, transport=args.transport, **options
+        )
+    except ImportError as exc:
+        await server.close()
+        raise CommandError(str(exc))
+    except OSError as exc:
+        await server.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {reason or exc}")
+    print(f"listening on {listener.url}", flush=True)
+    log.info("serving %s on %s (%s)", args.app, listener.url, listener.transport)
+
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    force = loop.create_future()
+
+    def on_signal(signum: int) -> None:
+        target = force if stop.done() else stop
+        if not target.done():
+            target.set_result(signal.Signals(signum).name)
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+        except NotImplementedError:  # Windows: a plain handler, into the loop
+            signal.signal(signum, lambda n, _: loop.call_soon_threadsafe(on_signal, n))
+    try:
+        name = await stop
+        print(f"shutting down ({name})", flush=True)
+        log.info("%s: closing %d connection(s)", name, server.get_total_connections())
+        # The listener first (no new connections), the connections with 1001
+        # and then the bus (Server.close does both, in that order).
+        closing = asyncio.gather(listener.close(), server.close())
+        done, _ = await asyncio.wait(
+            {closing, force}, timeout=args.shutdown_timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if closing in done:
+            closing.result()
+            return 0
+        closing.cancel()
+        left = server.get_total_connections()
+        why = f"a second {force.result()}" if force.done() else (
+            f"the shutdown deadline ({args.shutdown_timeout:g}s) passed"
+        )
+        print(f"error: {why}; dropping {left} connection(s)", file=sys.stderr)
+        if server.bus_node is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await server.bus_node.close()
+        return 1
+    finally:
+        for signum in signals:
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(signum)
+
+
+async def load_server(spec: str) -> Server:
+    """The server named by ``MODULE:ATTR`` (calling, and awaiting, a factory).
+
+    Raises:
+        CommandError: the module or attribute is missing, or it is no server.
+    """
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise CommandError(f"{spec!r} is not MODULE:ATTR (e.g. chat:server)")
+    if os.getcwd() not in sys.path and "" not in sys.path:  # the console script
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name + ".").startswith(exc.name + "."):
+            raise CommandError(f"no module named {module_name!r} (from {spec!r})")
+        raise CommandError(f"importing {module_name!r} failed: {exc}")
+    except ImportError as exc:  # e.g. a missing extra, which names itself
+        raise CommandError(f"importing {module_name!r} failed: {exc}")
+    target: Any = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise CommandError(f"module {module_name!r} has no attribute {attr!r}")
+    if not isinstance(target, Server) and callable(target) and not isinstance(target, type):
+        target = target()
+        if inspect.isawaitable(target):
+            target = await target
+    if not isinstance(target, Server):
+        raise CommandError(
+            f"{spec} is {type(target).__name__!r}, not a neffos.Server "
+            "(nor a function returning one)"
+        )
+    return target
+
+
+def make_exchange(redis: str | None, nats: str | None) -> StackExchange:
+    """The Redis or NATS exchange of ``--redis``/``--nats``.
+
+    Raises:
+        CommandError: its client library is missing (the message names the extra).
+    """
+    try:
+        if redis:
+            from .exchange.redis import RedisStackExchange
+
+            return RedisStackExchange(url=redis) if "://" in redis else RedisStackExchange(redis)
+        from .exchange.nats import NatsStackExchange
+
+        return NatsStackExchange(nats or "")
+    except ImportError as exc:
+        raise CommandError(str(exc))
+
+
+def tls_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:
+    """A server TLS context from PEM files.
+
+    Raises:
+        CommandError: a file is missing or is not a certificate/key.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        files = certfile + (f", {keyfile}" if keyfile else "")
+        raise CommandError(f"cannot load the TLS certificate ({files}): {exc.strerror or exc}")
+    return context
