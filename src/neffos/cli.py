@@ -175,11 +175,15 @@ async def serve(args: argparse.Namespace) -> int:
             closing.result()
             return 0
         closing.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            async with asyncio.timeout(1):
+                await closing
         left = server.get_total_connections()
         why = f"a second {force.result()}" if force.done() else (
             f"the shutdown deadline ({args.shutdown_timeout:g}s) passed"
         )
-        print(f"error: {why}; dropping {left} connection(s)", file=sys.stderr)
+        dropping = f"dropping {left} connection(s)" if left else "stopping now"
+        print(f"error: {why}; {dropping}", file=sys.stderr)
         if server.bus_node is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1):
