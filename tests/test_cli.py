@@ -247,8 +247,7 @@ async def test_tls(app_dir: Path) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_signal_closes_connections_with_1001(app_dir: Path, signum: int) -> None:
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signum == signal.SIGINT:
-        pytest.skip("the child would ignore SIGINT too")
+    # (the command installs its own handlers: an inherited SIG_IGN does not matter)
     rec = Recorder()
     events = {"chat": {neffos.ON_NAMESPACE_DISCONNECT: lambda ns, msg: rec.add(msg.is_forced)}}
     async with serving(app_dir, "app:server", "--port", "0", "--transport", "picows") as (
@@ -339,14 +338,42 @@ async def test_reconnecting_client_comes_back_and_rejoins(app_dir: Path) -> None
             await client.aclose()
 
 
-async def test_bus_connected_and_closed(app_dir: Path) -> None:
-    pytest.importorskip("redis")
-    async with running("redis") as broker:
-        args = ["--port", "0", "--redis", broker.url]
+@pytest.mark.parametrize("kind", ["redis", "nats"])
+async def test_bus_connected_and_closed(app_dir: Path, kind: str) -> None:
+    pytest.importorskip("redis" if kind == "redis" else "nats")
+    async with running(kind) as broker:
+        args = ["--port", "0", f"--{kind}", broker.url]
         async with serving(app_dir, "app:server", *args) as (program, url):
-            assert await broker.connection_count() >= 1  # the subscriber (publisher: lazily)
+            assert await broker.connection_count() >= 1  # (Redis opens its publisher lazily)
             async with neffos.dial(url, {"chat": {}}, timeout=WAIT) as client:
                 ns = await client.connect("chat", timeout=WAIT)
                 assert (await ns.ask("echo", "bus", timeout=WAIT)).text == "bus"
                 _, stderr = await stop(program)
                 assert stderr == ""
+
+
+async def test_second_signal_stops_at_once(app_dir: Path) -> None:
+    args = ["--port", "0", "--shutdown-timeout", str(60 * UNIT)]
+    async with serving(app_dir, "app:server", *args) as (program, url):
+        client = await neffos.dial(url, {"chat": {}}, timeout=WAIT)
+        try:
+            ns = await client.connect("chat", timeout=WAIT)
+            ask = asyncio.ensure_future(ns.ask("slow", str(60 * UNIT), timeout=WAIT))
+            await program.expect("slow started")
+            program.proc.send_signal(signal.SIGTERM)
+            await program.expect("shutting down (SIGTERM)")
+            program.proc.send_signal(signal.SIGINT)
+            _, stderr = await program.finish(1, eof=False)
+            assert stderr == "error: a second SIGINT; stopping now\n"
+            with pytest.raises(neffos.NeffosError):
+                await ask
+        finally:
+            await client.aclose()
+
+
+async def test_log_level(app_dir: Path) -> None:
+    async with serving(app_dir, "app:server", "--port", "0", "--log-level", "info") as (
+        program, url
+    ):
+        _, stderr = await stop(program)
+    assert f"INFO neffos.cli: serving app:server on {url} (picows)" in stderr.splitlines()

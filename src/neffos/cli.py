@@ -31,6 +31,7 @@ from typing import Any
 
 from . import transports
 from .exchange.base import StackExchange
+from .listener import Listener
 from .server import Server
 
 __all__ = ["CommandError", "add_command", "load_server"]
@@ -117,6 +118,38 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    # The signal handlers come first: a SIGTERM right after "listening on"
+    # must find them in place (it is remembered during the start-up).
+    loop = asyncio.get_running_loop()
+    stop: asyncio.Future[str] = loop.create_future()
+    force: asyncio.Future[str] = loop.create_future()
+
+    def on_signal(signum: int) -> None:
+        target = force if stop.done() else stop
+        if not target.done():
+            target.set_result(signal.Signals(signum).name)
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+        except NotImplementedError:  # Windows: a plain handler, into the loop
+            signal.signal(signum, lambda n, _: loop.call_soon_threadsafe(on_signal, n))
+    try:
+        server, listener = await start(args)
+        return await run_until_stopped(args, server, listener, stop, force)
+    finally:
+        for signum in signals:
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(signum)
+
+
+async def start(args: argparse.Namespace) -> tuple[Server, Listener]:
+    """Load the server, apply the options, connect the bus and listen.
+
+    Raises:
+        CommandError: any of it failed for a reason the user can fix.
+    """
     server = await load_server(args.app)
     if args.allowed_origins:
         server.allowed_origins = frozenset(args.allowed_origins)
@@ -144,55 +177,46 @@ async def serve(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot listen on {args.host}:{args.port}: {reason or exc}")
     print(f"listening on {listener.url}", flush=True)
     log.info("serving %s on %s (%s)", args.app, listener.url, listener.transport)
+    return server, listener
 
-    loop = asyncio.get_running_loop()
-    stop = loop.create_future()
-    force = loop.create_future()
 
-    def on_signal(signum: int) -> None:
-        target = force if stop.done() else stop
-        if not target.done():
-            target.set_result(signal.Signals(signum).name)
+async def run_until_stopped(
+    args: argparse.Namespace, server: Server, listener: Listener,
+    stop: asyncio.Future[str], force: asyncio.Future[str],
+) -> int:
+    """Serve until ``stop`` (the first signal), then shut down; the exit status.
 
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for signum in signals:
-        try:
-            loop.add_signal_handler(signum, on_signal, signum)
-        except NotImplementedError:  # Windows: a plain handler, into the loop
-            signal.signal(signum, lambda n, _: loop.call_soon_threadsafe(on_signal, n))
-    try:
-        name = await stop
-        print(f"shutting down ({name})", flush=True)
-        log.info("%s: closing %d connection(s)", name, server.get_total_connections())
-        # The listener first (no new connections), the connections with 1001
-        # and then the bus (Server.close does both, in that order).
-        closing = asyncio.gather(listener.close(), server.close())
-        done, _ = await asyncio.wait(
-            {closing, force}, timeout=args.shutdown_timeout,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        if closing in done:
-            closing.result()
-            return 0
-        closing.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
+    ``force`` (a second signal) or ``--shutdown-timeout`` cut the shutdown short.
+    """
+    name = await stop
+    print(f"shutting down ({name})", flush=True)
+    log.info("%s: closing %d connection(s)", name, server.get_total_connections())
+    # The listener first (no new connections), then the connections with 1001
+    # and then the bus (Server.close does both, in that order).
+    closing = asyncio.gather(listener.close(), server.close())
+    waiting: set[asyncio.Future[Any]] = {closing, force}
+    done, _ = await asyncio.wait(
+        waiting, timeout=args.shutdown_timeout, return_when=asyncio.FIRST_COMPLETED,
+    )
+    if closing in done:
+        closing.result()
+        return 0
+    closing.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        async with asyncio.timeout(1):
+            await closing
+    left = server.get_total_connections()
+    why = f"a second {force.result()}" if force.done() else (
+        f"the shutdown deadline ({args.shutdown_timeout:g}s) passed"
+    )
+    dropping = f"dropping {left} connection(s)" if left else "stopping now"
+    print(f"error: {why}; {dropping}", file=sys.stderr)
+    bus = server.bus_node
+    if bus is not None:
+        with contextlib.suppress(Exception):
             async with asyncio.timeout(1):
-                await closing
-        left = server.get_total_connections()
-        why = f"a second {force.result()}" if force.done() else (
-            f"the shutdown deadline ({args.shutdown_timeout:g}s) passed"
-        )
-        dropping = f"dropping {left} connection(s)" if left else "stopping now"
-        print(f"error: {why}; {dropping}", file=sys.stderr)
-        if server.bus_node is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
-                    await server.bus_node.close()
-        return 1
-    finally:
-        for signum in signals:
-            with contextlib.suppress(NotImplementedError):
-                loop.remove_signal_handler(signum)
+                await bus.close()
+    return 1
 
 
 async def load_server(spec: str) -> Server:
