@@ -63,6 +63,8 @@ if TYPE_CHECKING:
     from . import testing
     from .transports.aiohttp_web import attach as attach_aiohttp
 
+# The one place the version is written: pyproject.toml reads it at build time
+# ([tool.setuptools.dynamic]); tests/test_packaging.py checks the installed metadata.
 __version__ = "0.1.0"
 
 __all__ = [
@@ -106,7 +108,6 @@ __all__ = [
     "UpgradeError",
     "WithTimeout",
     "WriteClosed",
-    "attach_aiohttp",
     "dial",
     "event_prefix_matcher",
     "event_trim_prefix_matcher",
