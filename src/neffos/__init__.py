@@ -61,7 +61,7 @@ from .transports.asgi import ASGIApp
 
 if TYPE_CHECKING:
     from . import testing
-    from .transports.aiohttp_web import attach as attach_aiohttp
+    from .transports.aiohttp_web import attach as attach_aiohttp  # noqa: F401 - lazy, below
 
 # The one place the version is written: pyproject.toml reads it at build time
 # ([tool.setuptools.dynamic]); tests/test_packaging.py checks the installed metadata.
