@@ -9,12 +9,17 @@ runs in another, so on a 2-core machine the server gets one core. Figures are
 printed as a table, with each target's ratio to the ceiling (the raw picows
 library doing the same work) and to python-socketio, and saved as JSON in
 bench/results/.
+
+A target that cannot start (a missing module, a port in use...) stops the run
+at once: its own error output is printed and the exit status is 1. A scenario
+that fails later is reported, the others still run, and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import math
@@ -40,6 +45,12 @@ TARGETS = {
 }
 #: how many connections one load generator process holds (RLIMIT_NOFILE)
 PER_LOADGEN = 9000
+#: seconds a target may take to print ``PORT <n>``
+START_TIMEOUT = 30
+
+
+class TargetDidNotStart(Exception):
+    """A target server exited, or printed no port, before it listened."""
 
 
 def rss_bytes(pid: int) -> int:
@@ -53,16 +64,39 @@ async def start_server(
     target: str, loop: str, extra: tuple[str, ...] = ()
 ) -> tuple[asyncio.subprocess.Process, int]:
     args, _ = TARGETS[target]
-    proc = await asyncio.create_subprocess_exec(
-        PY, str(HERE / "servers.py"), *args, "--loop", loop, *extra,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    # The server's errors go to a file, not a pipe: nobody reads a pipe while the
+    # server runs, and a full one would stall it mid-benchmark.
+    with tempfile.TemporaryFile() as errors:
+        proc = await asyncio.create_subprocess_exec(
+            PY, str(HERE / "servers.py"), *args, "--loop", loop, *extra,
+            stdout=asyncio.subprocess.PIPE, stderr=errors,
+        )
+        assert proc.stdout is not None
+        timed_out = False
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
+        except TimeoutError:
+            line, timed_out = b"", True
+        if line.startswith(b"PORT "):
+            return proc, int(line.split()[1])
+        if not timed_out:
+            # It is exiting or has exited: wait for its status rather than kill it, as a
+            # kill races with the child watcher for the exit status (asyncio then
+            # reports 255).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 5)
+        await stop(proc)
+        errors.seek(0)
+        said = errors.read().decode(errors="replace").strip()
+    if timed_out:
+        how = f"no port printed within {START_TIMEOUT} s"
+    elif line:
+        how = f"printed {line!r} instead of its port"
+    else:
+        how = f"exited with status {proc.returncode}"
+    raise TargetDidNotStart(
+        f"target {target} did not start ({how}); its error output:\n{said[-4000:] or '(none)'}"
     )
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 30)
-    if not line.startswith(b"PORT "):
-        proc.kill()
-        raise RuntimeError(f"{target} did not start: {line!r}")
-    return proc, int(line.split()[1])
 
 
 async def stop(proc: asyncio.subprocess.Process) -> None:
@@ -235,7 +269,7 @@ async def run_cross_node(target: str, opts: argparse.Namespace) -> dict[str, Any
         for proc in procs:
             await stop(proc)
         if broker is not None:
-            await broker.stop()
+            await broker.close()
 
 
 async def _hold_clients(port: int, n: int, loop: str) -> asyncio.subprocess.Process:
@@ -335,7 +369,7 @@ def table(scenario: str, rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-async def main() -> None:
+async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", default="echo,broadcast,idle")
     parser.add_argument("--targets", default=",".join(TARGETS))
@@ -362,6 +396,7 @@ async def main() -> None:
         if name not in opts.targets.split(","):
             opts.targets += f",{name}"
     results: dict[str, dict[str, dict[str, Any]]] = {}
+    failures: list[str] = []
     for scenario in opts.scenarios.split(","):
         results[scenario] = {}
         targets = CROSS_TARGETS if scenario == "cross-node" else opts.targets.split(",")
@@ -374,8 +409,15 @@ async def main() -> None:
                       file=sys.stderr, flush=True)
                 try:
                     runs[target].append(await SCENARIOS[scenario](target, opts))
+                except TargetDidNotStart as exc:
+                    print(f"bench: {exc}", file=sys.stderr)
+                    if "No module named" in str(exc):
+                        print("bench: the targets' modules come with the bench extra:"
+                              " .venv/bin/pip install -e '.[bench]'", file=sys.stderr)
+                    return 1
                 except Exception as exc:
                     print(f"  failed: {exc}", file=sys.stderr)
+                    failures.append(f"{scenario} on {target}")
         key = HEADLINE[scenario][0]
         for target, done in runs.items():
             if done:
@@ -397,7 +439,11 @@ async def main() -> None:
     }
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     print(f"\nsaved {out}")
+    if failures:
+        print(f"bench: failed: {', '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(asyncio.run(main()))

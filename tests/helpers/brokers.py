@@ -83,7 +83,9 @@ class Broker:
         self.port = free_port()
         self.monitor_port = free_port() if kind == "nats" else 0
         self.proc: asyncio.subprocess.Process | None = None
-        self._dir = tempfile.mkdtemp(prefix=f"neffos-{kind}-")
+        # The broker's working directory: redis-server is started with no save
+        # points and --dir here, so it never writes dump.rdb into the checkout.
+        self.dir = tempfile.mkdtemp(prefix=f"neffos-{kind}-")
 
     @property
     def address(self) -> str:
@@ -106,12 +108,12 @@ class Broker:
     async def start(self) -> None:
         if self.kind == "redis":
             args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                    "--save", "", "--appendonly", "no", "--dir", self._dir]
+                    "--save", "", "--appendonly", "no", "--dir", self.dir]
         else:
             args = [self.binary, "-a", "127.0.0.1", "-p", str(self.port),
                     "-m", str(self.monitor_port)]
         self.proc = await asyncio.create_subprocess_exec(
-            *args, *self.extra_args,
+            *args, *self.extra_args, cwd=self.dir,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         assert self.proc.stdout is not None
@@ -136,6 +138,11 @@ class Broker:
             proc.kill()
             await proc.wait()
             self._drain.cancel()
+
+    async def close(self) -> None:
+        """Stop the broker for good and remove its working directory."""
+        await self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     async def connection_count(self) -> int:
         """Clients connected to the broker right now (excluding this query)."""
@@ -166,8 +173,7 @@ async def running(kind: str) -> AsyncIterator[Broker]:
     try:
         yield broker
     finally:
-        await broker.stop()
-        shutil.rmtree(broker._dir, ignore_errors=True)
+        await broker.close()
 
 
 class RedisCluster:
@@ -193,7 +199,7 @@ class RedisCluster:
         import redis.asyncio as aioredis
 
         for node in self.nodes:
-            node.extra_args += ("--cluster-config-file", os.path.join(node._dir, "nodes.conf"))
+            node.extra_args += ("--cluster-config-file", os.path.join(node.dir, "nodes.conf"))
             await node.start()
         clients = [aioredis.Redis(host="127.0.0.1", port=n.port) for n in self.nodes]
         try:
@@ -217,8 +223,7 @@ class RedisCluster:
 
     async def stop(self) -> None:
         for node in self.nodes:
-            await node.stop()
-            shutil.rmtree(node._dir, ignore_errors=True)
+            await node.close()
 
 
 @contextlib.asynccontextmanager
