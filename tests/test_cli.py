@@ -280,7 +280,9 @@ async def test_listener_closed_first(app_dir: Path) -> None:
         await program.expect("shutting down (SIGTERM)")
         with pytest.raises((neffos.DialError, OSError)):
             await neffos.dial(url, {}, timeout=WAIT)
-        with contextlib.suppress(neffos.NeffosError):  # see the report: dropped by Server.close
+        # Server.close closes connections before it waits for handlers: this reply is
+        # lost today (ConnectionClosed); a draining close would deliver it.
+        with contextlib.suppress(neffos.NeffosError):
             await ask
         await program.finish(0, eof=False)
 
