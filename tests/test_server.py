@@ -654,3 +654,27 @@ async def http_get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
     lines = head.decode().split("\r\n")
     headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     return int(lines[0].split()[1]), headers, body
+
+
+async def test_close_with_drain_lets_running_handlers_answer(transport: str) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(ns: neffos.NSConn, msg: neffos.Message) -> bytes:
+        started.set()
+        await release.wait()
+        return b"done"
+
+    async with environment(transport) as env:
+        server = await env.server({"v1": {"slow": slow}})
+        client = await env.dial(server, {"v1": {}})
+        ns = await client.connect("v1")
+        ask = asyncio.ensure_future(ns.ask("slow", "", timeout=5 * UNIT))
+        await asyncio.wait_for(started.wait(), 5 * UNIT)
+        closing = asyncio.ensure_future(server.close(drain=5 * UNIT))
+        # callbacks run in order: close() begins (no new connections, connections
+        # still open) before the handler is released
+        asyncio.get_running_loop().call_soon(release.set)
+        assert (await ask).body == b"done"  # the reply went out before the 1001
+        await asyncio.wait_for(closing, 5 * UNIT)
+        await asyncio.wait_for(client.wait_closed(), 5 * UNIT)

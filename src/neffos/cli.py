@@ -193,7 +193,8 @@ async def run_until_stopped(
     log.info("%s: closing %d connection(s)", name, server.get_total_connections())
     # The listener first (no new connections), then the connections with 1001
     # and then the bus (Server.close does both, in that order).
-    closing = asyncio.gather(listener.close(), server.close())
+    # Running handlers get half the deadline to finish, so their replies go out.
+    closing = asyncio.gather(listener.close(), server.close(drain=args.shutdown_timeout / 2))
     waiting: set[asyncio.Future[Any]] = {closing, force}
     done, _ = await asyncio.wait(
         waiting, timeout=args.shutdown_timeout, return_when=asyncio.FIRST_COMPLETED,

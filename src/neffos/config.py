@@ -65,6 +65,12 @@ class Tasks:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    async def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the tasks running now (none is cancelled)."""
+        tasks = [t for t in self._tasks if not t.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the running tasks, then cancel the rest."""
         tasks = [t for t in self._tasks if not t.done()]

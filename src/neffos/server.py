@@ -428,11 +428,16 @@ class Server:
         self._listeners.append(listener)
         return listener
 
-    async def close(self) -> None:
-        """Close every connection; afterwards the endpoint answers 500 (like Go).
+    async def close(self, drain: float = 0.0) -> None:
+        """Close every connection with 1001 (going away); afterwards the endpoint
+        answers 500 (like Go).
 
-        Listeners keep running (use ``async with server`` or close them) so that
-        reconnecting neffos.js clients get an answer and stop.
+        In order: no new connection is accepted; with ``drain``, handlers that
+        are running get up to ``drain`` seconds to finish, so that their replies
+        and broadcasts go out; every connection is closed (what it was sending
+        is flushed before its close frame); pending ``ask`` calls fail; the bus
+        closes last. Listeners keep running (use ``async with server`` or close
+        them) so that reconnecting neffos.js clients get an answer and stop.
         """
         if self._closed:
             return
@@ -440,6 +445,8 @@ class Server:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if drain > 0:
+            await self._tasks.wait(drain)
         conns = list(self._registry)
         for conn in conns:
             conn.close(1001, "server closing")
