@@ -467,3 +467,45 @@ async def test_neffos_js_peer(node: str) -> None:
             line = await watcher.next_line()
             assert (line.kind, line.user, line.seq) == (ChatLine.KIND_LEFT, "ann", ann_joined + 4)
         await server.interrupt()
+
+
+# -- original.py: the Go example's protocol --------------------------------------------------
+
+
+def go_user_message(username: str, text: str) -> bytes:
+    """A UserMessage encoded by hand, field by field, as any protobuf library
+    (Go's included) writes it: tag (number << 3 | 2), length, UTF-8."""
+    out = b""
+    for number, value in ((1, username), (2, text)):
+        data = value.encode()
+        out += bytes([number << 3 | 2, len(data)]) + data
+    return out
+
+
+async def test_original_example_speaks_the_go_examples_bytes() -> None:
+    async with programs() as run:
+        server = await run.start("protobuf/original", "server", "--port", "0")
+        url = (await server.expect("listening on ")).removeprefix("listening on ")
+        kim = await run.start("protobuf/original", "client", "--url", url, "--user", "kim")
+        lee = await run.start("protobuf/original", "client", "--url", url, "--user", "lee")
+        await kim.expect("connected")
+        await lee.expect("connected")
+
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+        events = {"default": {"chat": lambda ns, msg: got.put_nowait(msg.body)}}
+        async with neffos.dial(url, events, timeout=WAIT) as go_peer:  # stands for a Go client
+            ns = await go_peer.connect("default", timeout=WAIT)
+            await kim.send("hello from kim")
+            assert await lee.expect("says") == "[kim] says: hello from kim"
+            # what kim sent is exactly what a Go client of the example sends
+            assert await asyncio.wait_for(got.get(), WAIT) == go_user_message(
+                "kim", "hello from kim"
+            )
+            ns.emit("chat", go_user_message("gopher", "hi from Go ✓"))
+            assert await kim.expect("gopher") == "[gopher] says: hi from Go ✓"
+            assert await lee.expect("gopher") == "[gopher] says: hi from Go ✓"
+        await kim.send("exit")
+        await lee.send("exit")
+        await kim.finish()
+        await lee.finish()
+        await server.interrupt()
