@@ -395,3 +395,9 @@ async def test_a_client_leaving_before_the_101_logs_no_error(
         client = await round_trip(f"ws://127.0.0.1:{port}/echo")  # served after them
         await client.aclose()
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_an_other_app_needs_the_endpoints_path() -> None:
+    server = neffos.Server(echo_events(), ping_interval=None)
+    with pytest.raises(ValueError, match="path="):
+        neffos.ASGIApp(server, lambda scope, receive, send: None)

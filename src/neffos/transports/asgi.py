@@ -327,7 +327,8 @@ class ASGIApp:
             not for the endpoint (and the lifespan events, wrapped so that the
             server starts and closes with it).
         path: the URL path of the endpoint, relative to where the app is
-            mounted (``None``: every path that reaches this app).
+            mounted (``None``: every path that reaches this app; then there
+            is no other app to hand requests to).
 
     As the top-level application, the app starts the server at lifespan
     startup and closes it at shutdown. Mounted in a framework, it starts the
@@ -342,6 +343,8 @@ class ASGIApp:
         *,
         path: str | None = None,
     ) -> None:
+        if other_asgi_app is not None and path is None:
+            raise ValueError("ASGIApp(server, other_asgi_app) needs path=: the endpoint's path")
         self.server = server
         self.other_asgi_app = other_asgi_app
         self.path = path
