@@ -69,6 +69,14 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
     fi
 fi
 
+# tests/test_proxy.py runs Debian's nginx in front of a server (as a plain process).
+if [ ! -x /usr/sbin/nginx ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq nginx; } >/dev/null 2>&1; then
+        echo "could not install nginx: the reverse proxy tests will be skipped" >&2
+    fi
+fi
+
 .venv/bin/ruff check src tests examples
 .venv/bin/mypy --strict src
 .venv/bin/python -m pytest "$@"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import logging
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
@@ -27,9 +28,11 @@ __all__ = [
     "apply_url_headers",
     "canonical_header_key",
     "canonical_upgrade_head",
+    "forwarded_client",
     "handshake_problem",
     "has_forbidden_characters",
     "serve_front",
+    "trusted_networks",
 ]
 
 log = logging.getLogger("neffos.server")
@@ -489,3 +492,91 @@ def plain_text(status: int, text: str, extra: list[tuple[str, str]] | None = Non
     ]
     return status, headers, (text + "\n").encode()
 
+
+
+# -- behind a reverse proxy ------------------------------------------------------------
+
+Network: TypeAlias = "ipaddress.IPv4Network | ipaddress.IPv6Network"
+
+
+def trusted_networks(entries: str | Iterable[str]) -> tuple[Network, ...]:
+    """The networks of a ``trusted_proxies`` option (an address is a /32 or /128).
+
+    Raises:
+        ValueError: an entry is not an address or network (or has host bits set,
+            e.g. ``10.0.0.1/8``).
+    """
+    if isinstance(entries, str):
+        entries = [entries]
+    return tuple(ipaddress.ip_network(entry) for entry in entries)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # a dual-stack socket's view of an IPv4 peer
+    return address
+
+
+def _forwarded_entry(text: str) -> tuple[str, int] | None:
+    """``1.2.3.4``, ``1.2.3.4:5678``, ``::1``, ``[::1]`` or ``[::1]:5678`` as (host, port)."""
+    text = text.strip()
+    port = 0
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            return None
+        text, rest = host, rest[1:]
+        if rest:
+            if not rest.isdigit() or int(rest) > 65535:
+                return None
+            port = int(rest)
+    elif text.count(":") == 1:
+        text, _, rest = text.partition(":")
+        if not rest.isdigit() or int(rest) > 65535:
+            return None
+        port = int(rest)
+    address = _address(text)
+    return None if address is None else (str(address), port)
+
+
+def _is_trusted(host: str, networks: tuple[Network, ...]) -> bool:
+    address = _address(host)
+    return address is not None and any(address in network for network in networks)
+
+
+def forwarded_client(request: Request, networks: tuple[Network, ...]) -> tuple[str, int] | None:
+    """The client's (host, port) behind a trusted proxy, or ``None`` to keep the peer's.
+
+    Only when the TCP peer (``request.remote_address``) is in ``networks``:
+    the right-most ``X-Forwarded-For`` address that is not itself a trusted
+    proxy (the left-most when all are: every one was written by a trusted hop),
+    else ``X-Real-IP``. Each proxy appends the address it was connected from,
+    so entries left of the first untrusted one may be made up by the client and
+    are never read. The port is 0 unless the entry carries one.
+    """
+    peer = request.remote_address
+    if peer is None or not _is_trusted(peer[0], networks):
+        return None
+    headers = request.headers
+    chain = [part for value in headers.get_all("X-Forwarded-For") for part in value.split(",")]
+    found: tuple[str, int] | None = None
+    for part in reversed(chain):
+        entry = _forwarded_entry(part)
+        if entry is None:  # a hop we trust wrote something unreadable: no answer here
+            found = None
+            break
+        found = entry
+        if not _is_trusted(entry[0], networks):
+            break
+    if found is not None:
+        return found
+    real = headers.get_all("X-Real-IP")
+    if len(real) == 1:
+        address = _address(real[0].strip())
+        if address is not None:
+            return (str(address), 0)
+    return None

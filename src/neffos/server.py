@@ -21,9 +21,11 @@ from ._http import (
     HttpAnswer,
     Request,
     apply_url_headers,
+    forwarded_client,
     has_forbidden_characters,
     plain_text,
     reconnect_tries,
+    trusted_networks,
 )
 from .asks import ServerAsks, answer_within
 from .config import Config, Tasks
@@ -97,6 +99,17 @@ class ServerConn(ServerHandshake):
     @property
     def server(self) -> Server:
         return self._server
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        """The peer's (host, port); behind a trusted proxy, the client's (see
+        ``Server(trusted_proxies=)``), with port 0 when the proxy does not say it."""
+        request = self.socket.request
+        if self._server._trusted_proxies and request is not None:
+            settled = request.remote_address  # by Server._accept
+            if settled is not None:
+                return settled
+        return self.socket.remote_address
 
     def _open(self) -> None:
         self._begin_handshake(self._server.on_connect)
@@ -241,6 +254,16 @@ class Server:
         allowed_origins: if set, browsers from other origins get ``403``.
         transport: the WebSocket library used by :meth:`listen`: ``"picows"``
             (default, fastest), ``"websockets"`` or ``"aiohttp"``.
+        trusted_proxies: addresses or networks of reverse proxies (e.g.
+            ``["127.0.0.1", "10.0.0.0/8"]``; default none). When a connection
+            comes from one, ``conn.remote_address`` and
+            ``request.remote_address`` are the client's: the right-most
+            ``X-Forwarded-For`` address that is not a trusted proxy, else
+            ``X-Real-IP``, with port 0. The headers of other peers are never
+            read. ``before_upgrade`` still sees the proxy's address.
+
+    Raises:
+        ValueError: an entry of ``trusted_proxies`` is not an address or network.
     """
 
     def __init__(
@@ -266,6 +289,7 @@ class Server:
         ping_interval: float | None = 20.0,
         allowed_origins: Iterable[str] | None = None,
         transport: str = transports.DEFAULT,
+        trusted_proxies: str | Iterable[str] | None = None,
     ) -> None:
         self.handler = ConnHandler.compile(handler)
         self.on_connect = on_connect
@@ -277,6 +301,8 @@ class Server:
         self.fire_disconnect_always = fire_disconnect_always
         self.allowed_origins = None if allowed_origins is None else frozenset(allowed_origins)
         self.transport = transport
+        # the networks whose X-Forwarded-For / X-Real-IP are believed (empty: none)
+        self._trusted_proxies = trusted_networks(trusted_proxies or ())
         self._cfg = Config(
             log=log,
             send_buffer=send_buffer,
@@ -524,6 +550,10 @@ class Server:
         if self._closed:
             socket.close(1001, "server closing")
             return
+        if self._trusted_proxies:  # once per connection, before id_generator reads it
+            client = forwarded_client(request, self._trusted_proxies)
+            if client is not None:
+                request.remote_address = client
         try:
             conn_id = str(self.id_generator(request))
         except Exception:
