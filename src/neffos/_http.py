@@ -31,6 +31,7 @@ __all__ = [
     "forwarded_client",
     "handshake_problem",
     "has_forbidden_characters",
+    "header_text",
     "serve_front",
     "trusted_networks",
 ]
@@ -117,6 +118,11 @@ class Headers:
 
     def __repr__(self) -> str:
         return f"Headers({self.items()!r})"
+
+
+def header_text(raw: bytes) -> str:
+    """A header name or value from the network as text (non-ASCII read as UTF-8)."""
+    return raw.decode("ascii") if raw.isascii() else raw.decode("utf-8", "replace")
 
 
 def _header_text(value: str) -> str:

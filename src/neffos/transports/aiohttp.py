@@ -177,26 +177,10 @@ def upgrade(
 ) -> None:
     """Hand a TCP connection whose request head HttpFront read and checked over to aiohttp."""
     request.remote_address = peer_of(transport)
-    subprotocol = endpoint.subprotocol(request)
 
     async def handle(http_request: web.BaseRequest) -> web.StreamResponse:
-        ws = web.WebSocketResponse(
-            protocols=() if subprotocol is None else (subprotocol,),
-            timeout=endpoint.close_timeout,  # for the peer's close frame
-            autoping=False,
-            autoclose=False,
-            compress=False,
-            max_msg_size=endpoint.max_message_size,
-            decode_text=False,
-        )
-        try:
-            await ws.prepare(http_request)  # HttpFront checked the request already
-        except OSError:  # ConnectionError and aiohttp's ClientConnectionResetError too
-            return web.Response()  # the client left before the 101: nothing to log
-        sock = AiohttpSocket(ws, request, transport)
-        endpoint.accept(sock)
-        await sock.read_loop()
-        return ws
+        # HttpFront checked the request already
+        return await serve_websocket(endpoint, http_request, request, transport)
 
     # One aiohttp server per connection: it serves this one upgrade request.
     protocol = web.Server(
@@ -208,6 +192,34 @@ def upgrade(
     transport.set_protocol(guard)
     guard.connection_made(transport)
     guard.data_received(head)
+
+
+async def serve_websocket(
+    endpoint: Endpoint,
+    http_request: web.BaseRequest,
+    request: Request,
+    transport: asyncio.BaseTransport | None,
+) -> web.StreamResponse:
+    """Upgrade an aiohttp request that the endpoint accepted and serve the WebSocket
+    until it ends (neffos' listener and applications' routes alike)."""
+    subprotocol = endpoint.subprotocol(request)
+    ws = web.WebSocketResponse(
+        protocols=() if subprotocol is None else (subprotocol,),
+        timeout=endpoint.close_timeout,  # for the peer's close frame
+        autoping=False,
+        autoclose=False,
+        compress=False,
+        max_msg_size=endpoint.max_message_size,
+        decode_text=False,
+    )
+    try:
+        await ws.prepare(http_request)
+    except OSError:  # ConnectionError and aiohttp's ClientConnectionResetError too
+        return web.Response()  # the client left before the 101: nothing to log
+    sock = AiohttpSocket(ws, request, transport)
+    endpoint.accept(sock)
+    await sock.read_loop()
+    return ws
 
 
 class _FrameGuard(asyncio.Protocol):

@@ -30,8 +30,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "attaching to an aiohttp application needs aiohttp: pip install 'neffos[aiohttp]'"
     ) from exc
 
-from .._http import Headers, Request, handshake_problem
-from .aiohttp import AiohttpSocket
+from .._http import Headers, Request, handshake_problem, header_text
+from .aiohttp import serve_websocket
 from .base import Endpoint
 
 __all__ = ["attach", "handler"]
@@ -52,7 +52,7 @@ class _Server(Protocol):
 def request_of(http_request: web.BaseRequest) -> Request:
     """The neffos :class:`~neffos.Request` of an aiohttp request (``native``: the request)."""
     headers = Headers(
-        [(_text(name), _text(value)) for name, value in http_request.raw_headers]
+        [(header_text(name), header_text(value)) for name, value in http_request.raw_headers]
     )
     version = http_request.version
     peer = http_request.transport.get_extra_info("peername") if http_request.transport else None
@@ -68,10 +68,6 @@ def request_of(http_request: web.BaseRequest) -> Request:
     return request
 
 
-def _text(raw: bytes) -> str:
-    return raw.decode("ascii") if raw.isascii() else raw.decode("utf-8", "replace")
-
-
 def handler(server: _Server) -> Handler:
     """An aiohttp route handler that serves ``server`` (any method; any path routed to it)."""
     endpoint = server.endpoint(None)  # aiohttp routed the path here
@@ -83,24 +79,7 @@ def handler(server: _Server) -> Handler:
         if answer is not None:
             status, headers, body = answer
             return web.Response(status=status, headers=headers, body=body)
-        subprotocol = endpoint.subprotocol(request)
-        ws = web.WebSocketResponse(
-            protocols=() if subprotocol is None else (subprotocol,),
-            timeout=endpoint.close_timeout,  # for the peer's close frame
-            autoping=False,
-            autoclose=False,
-            compress=False,
-            max_msg_size=endpoint.max_message_size,
-            decode_text=False,
-        )
-        try:
-            await ws.prepare(http_request)
-        except OSError:  # ConnectionError and aiohttp's ClientConnectionResetError too
-            return web.Response()  # the client left before the 101: nothing to log
-        sock = AiohttpSocket(ws, request, http_request.transport)
-        endpoint.accept(sock)
-        await sock.read_loop()
-        return ws
+        return await serve_websocket(endpoint, http_request, request, http_request.transport)
 
     return serve
 

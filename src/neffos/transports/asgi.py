@@ -37,7 +37,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
-from .._http import Headers, Request, handshake_problem, plain_text
+from .._http import Headers, Request, handshake_problem, header_text, plain_text
 from .base import Endpoint, Receiver
 
 __all__ = ["ASGIApp", "ASGISocket", "request_of"]
@@ -80,7 +80,7 @@ def request_of(scope: Scope, native: Any = None) -> Request:
     ``request.scope`` is the scope itself and ``request.native`` the framework's
     object (``native``) or the scope.
     """
-    headers = Headers([(_text(k), _text(v)) for k, v in scope.get("headers", ())])
+    headers = Headers([(header_text(k), header_text(v)) for k, v in scope.get("headers", ())])
     subprotocols = scope.get("subprotocols")
     if subprotocols and "Sec-WebSocket-Protocol" not in headers:
         # some servers (uvicorn on wsproto) pass the offer only as "subprotocols"
@@ -96,10 +96,6 @@ def request_of(scope: Scope, native: Any = None) -> Request:
     request.scope = scope
     request.native = scope if native is None else native
     return request
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("ascii") if raw.isascii() else raw.decode("utf-8", "replace")
 
 
 class ASGISocket:
@@ -471,9 +467,14 @@ class ASGIApp:
             sock.finish()
 
 
-async def _respond(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+def _raw_headers(headers: list[tuple[str, str]], body: bytes) -> list[tuple[bytes, bytes]]:
     raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
     raw.append((b"content-length", str(len(body)).encode()))
+    return raw
+
+
+async def _respond(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    raw = _raw_headers(headers, body)
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
@@ -483,8 +484,7 @@ async def _refuse(
 ) -> None:
     """Refuse a WebSocket before accepting it: with ``status`` if the server can say it."""
     if "websocket.http.response" in scope.get("extensions", {}):
-        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-        raw.append((b"content-length", str(len(body)).encode()))
+        raw = _raw_headers(headers, body)
         await send({"type": "websocket.http.response.start", "status": status, "headers": raw})
         await send({"type": "websocket.http.response.body", "body": body})
     else:
