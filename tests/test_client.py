@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import socket
 from typing import Any
 
@@ -255,3 +257,45 @@ async def test_a_message_past_max_message_size_is_refused(net_transport: str) ->
         await asyncio.wait_for(sconn.wait_closed(), 5 * UNIT)
         assert got.items == [900]
     assert problems == []
+
+
+async def test_native_dial_gets_what_a_peer_says_before_closing_at_once(net_transport: str) -> None:
+    """A plain WebSocket server that answers the upgrade, a message and a close
+    frame in one write (Autobahn's getCaseCount does): the dial succeeds, the
+    message is delivered, then the connection ends."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        key = next(
+            line.split(":", 1)[1].strip()
+            for line in head.split("\r\n")
+            if line.lower().startswith("sec-websocket-key:")
+        )
+        accept = base64.b64encode(
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+        ).decode()
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
+            + b"\x81\x03299"  # text "299"
+            + b"\x88\x02\x03\xe8"  # close 1000
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for _ in range(20):
+            got = Recorder()
+            conn = await neffos.dial(
+                f"ws://127.0.0.1:{port}/getCaseCount",
+                {"": {neffos.ON_NATIVE_MESSAGE: lambda ns, m, got=got: got.add(m.text)}},
+                transport=net_transport,
+                timeout=5 * UNIT,
+            )
+            assert await got.wait_len(1) == ["299"]
+            await asyncio.wait_for(conn.wait_closed(), 5 * UNIT)
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -159,8 +159,9 @@ class ClientConn(Dispatcher):
                     self, self.url, headers, timeout=timeout,
                     max_message_size=self._cfg.max_message_size, ssl=self._ssl,
                 )
-                if self._lost_in_open is not None:  # closed before connect() returned
-                    raise self._lost_in_open
+                said_and_left = native and self._lost_in_open is not None and bool(self._preack)
+                if self._lost_in_open is not None and not said_and_left:
+                    raise self._lost_in_open  # closed before connect() returned
                 self.socket = sock
                 sock.receiver = self
                 self.reconnect_tries = tries
@@ -187,6 +188,11 @@ class ClientConn(Dispatcher):
             raise
         finally:
             self._ack_future = None
+        if native and self._lost_in_open is not None:
+            # A plain WebSocket peer may send its messages and close at once
+            # (before connect() returned): they were delivered above; now the end.
+            self.socket_closed(None)
+            return
         self._start_timeouts()
         interval = self._cfg.ping_interval
         if interval and self._sweeper is None:
