@@ -152,6 +152,7 @@ class Client(WSListener):  # type: ignore[misc]
         self.last_seq = -1
         self.received = 0
         self.reordered = 0
+        self.sampled = False
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.t = transport
@@ -303,6 +304,41 @@ class Broadcast:
         self.disconnects += 1
 
 
+class Receive:
+    """Receivers of a big room: every delivery is counted; the latency and order
+    of every ``sample``-th client are measured (parsing every frame of 10,000
+    clients would make the generator the bottleneck)."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.received = 0
+        self.last_ns = 0
+        self.disconnects = 0
+        #: latency histogram: 0.1 ms buckets (sparse)
+        self.histogram: dict[int, int] = {}
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_frame(self, client: Client, data: bytes) -> None:
+        self.received += 1
+        if self.received >= self.expected and not self.done.done():
+            self.last_ns = time.perf_counter_ns()
+            self.done.set_result(None)
+        if not client.sampled:
+            return
+        parsed = client.proto.chat_seq(data)
+        if parsed is None:
+            return
+        seq, sent = parsed
+        bucket = (time.perf_counter_ns() - sent) // 100_000
+        self.histogram[bucket] = self.histogram.get(bucket, 0) + 1
+        if seq <= client.last_seq:
+            client.reordered += 1
+        client.last_seq = max(client.last_seq, seq)
+
+    def on_disconnect(self, client: Client) -> None:
+        self.disconnects += 1
+
+
 class Idle:
     disconnects = 0
 
@@ -428,9 +464,58 @@ async def run_idle(args: argparse.Namespace, proto: Proto) -> dict[str, Any]:
     }
 
 
+async def run_receive(args: argparse.Namespace, proto: Proto) -> dict[str, Any]:
+    """Big room, one process of receivers: join, say ready, count until told to stop."""
+    gen = Receive(args.receivers * args.messages)
+    clients = await open_clients(_url(args.url, proto), proto, gen, args.receivers, 100)
+    for i, client in enumerate(clients):
+        client.sampled = i % args.sample == 0
+    print(json.dumps({"ready": True, "receivers": len(clients)}), flush=True)
+    # Done when every message reached every client here, or when told to stop.
+    told = asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    await asyncio.wait([gen.done, told], return_when=asyncio.FIRST_COMPLETED)
+    for c in clients:
+        c.t.disconnect()  # type: ignore[union-attr]
+    return {
+        "scenario": "receive",
+        "receivers": len(clients),
+        "deliveries": gen.received,
+        "complete": gen.done.done(),
+        "last_ns": gen.last_ns,
+        "histogram": gen.histogram,
+        "reordered": sum(c.reordered for c in clients),
+        "errors": gen.disconnects,
+    }
+
+
+async def run_send(args: argparse.Namespace, proto: Proto) -> dict[str, Any]:
+    """Big room, the sender: ``--messages`` chat messages at ``--rate`` (0: flat out)."""
+    (sender,) = await open_clients(_url(args.url, proto), proto, Idle(), 1, 1)
+    loop = asyncio.get_running_loop()
+    first_ns = time.perf_counter_ns()
+    started = loop.time()
+    for seq in range(args.messages):
+        if args.rate:
+            # on schedule: message k leaves at started + k / rate
+            delay = started + seq / args.rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        sender.send(proto.chat(seq))
+        if not args.rate and seq % args.batch == args.batch - 1:
+            await asyncio.sleep(0)
+    elapsed = loop.time() - started
+    await asyncio.sleep(0.1)  # the last frames leave the socket
+    assert sender.t is not None
+    sender.t.disconnect()
+    return {
+        "scenario": "send", "messages": args.messages, "seconds": elapsed, "first_ns": first_ns,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["echo", "broadcast", "idle"])
+    parser.add_argument("scenario", choices=["echo", "broadcast", "idle", "receive", "send"])
+    parser.add_argument("--sample", type=int, default=10, help="receive: measure every Nth")
     parser.add_argument("--url", required=True)
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default="neffos")
     parser.add_argument("--clients", type=int, default=50)
@@ -448,7 +533,10 @@ def main() -> None:
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args()
     proto = PROTOCOLS[args.protocol]()
-    runner = {"echo": run_echo, "broadcast": run_broadcast, "idle": run_idle}[args.scenario]
+    runner = {
+        "echo": run_echo, "broadcast": run_broadcast, "idle": run_idle,
+        "receive": run_receive, "send": run_send,
+    }[args.scenario]
     if args.loop == "uvloop":
         import uvloop
 

@@ -36,6 +36,7 @@ PY = sys.executable
 
 TARGETS = {
     "ceiling": (["ceiling"], "raw"),
+    "ceiling-plain": (["ceiling-plain"], "raw"),
     "neffos-picows": (["neffos", "--transport", "picows"], "neffos"),
     "neffos-websockets": (["neffos", "--transport", "websockets"], "neffos"),
     "neffos-aiohttp": (["neffos", "--transport", "aiohttp"], "neffos"),
@@ -291,6 +292,114 @@ async def _release(gen: asyncio.subprocess.Process) -> None:
     await asyncio.wait_for(gen.wait(), 60)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def room_scenario(name: str) -> tuple[int, float] | None:
+    """``room-1000-50`` -> (1000 receivers, 50 messages/s); ``room-1000-max`` -> rate 0."""
+    parts = name.split("-")
+    if len(parts) != 3 or parts[0] != "room":
+        return None
+    return int(parts[1]), 0.0 if parts[2] == "max" else float(parts[2])
+
+
+async def run_room(target: str, opts: argparse.Namespace, size: int, rate: float) -> dict[str, Any]:
+    """A big room: ``size`` receivers spread over ``--room-procs`` generator processes,
+    one sender in a process of its own, at ``rate`` messages/s (0: flat out).
+
+    Latency is send to receipt, measured on every ``--sample``-th receiver (the
+    clocks are the same: perf_counter is CLOCK_MONOTONIC in every process).
+    """
+    proc, port = await start_server(target, opts.loop)
+    gens: list[asyncio.subprocess.Process] = []
+    url = f"ws://127.0.0.1:{port}/"
+    protocol = TARGETS[target][1]
+    if rate:
+        messages = max(1, round(rate * opts.room_seconds))
+    else:
+        messages = max(1, opts.room_deliveries // size)
+    try:
+        procs = min(opts.room_procs, size)
+        for i in range(procs):
+            n = size // procs + (1 if i < size % procs else 0)
+            gens.append(await asyncio.create_subprocess_exec(
+                PY, str(HERE / "loadgen.py"), "receive", "--url", url, "--protocol", protocol,
+                "--receivers", str(n), "--messages", str(messages),
+                "--sample", str(opts.sample), "--loop", opts.loop,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            ))
+        for gen in gens:
+            assert gen.stdout is not None
+            line = await asyncio.wait_for(gen.stdout.readline(), 600)
+            if not line:
+                assert gen.stderr is not None
+                raise RuntimeError((await gen.stderr.read()).decode()[-2000:])
+        cpu_before = cpu_seconds(proc.pid)
+        sent = await loadgen(
+            ["send", "--url", url, "--protocol", protocol, "--messages", str(messages),
+             "--rate", str(rate), "--loop", opts.loop], 600,
+        )
+        # Each receiver process ends once its clients have every message; past
+        # the timeout it is told to stop and reports what it has (lost > 0).
+        results = []
+        for gen in gens:
+            assert gen.stdin is not None and gen.stdout is not None
+            try:
+                line = await asyncio.wait_for(gen.stdout.readline(), opts.timeout)
+            except TimeoutError:
+                gen.stdin.write(b"exit\n")
+                await gen.stdin.drain()
+                line = await asyncio.wait_for(gen.stdout.readline(), 120)
+            results.append(json.loads(line))
+        cpu = cpu_seconds(proc.pid) - cpu_before
+        histogram: dict[int, int] = {}
+        for r in results:
+            for bucket, count in r["histogram"].items():
+                histogram[int(bucket)] = histogram.get(int(bucket), 0) + count
+        deliveries = sum(r["deliveries"] for r in results)
+        # first send to last delivery (perf_counter is one clock for all processes)
+        last_ns = max(r["last_ns"] for r in results)
+        elapsed = (last_ns - sent["first_ns"]) / 1e9 if last_ns else float("nan")
+        expected = size * messages
+        return {
+            "scenario": f"room-{size}",
+            "receivers": size,
+            "rate": rate,
+            "messages": messages,
+            "deliveries": deliveries,
+            "lost": expected - deliveries,
+            "reordered": sum(r["reordered"] for r in results),
+            "send_seconds": sent["seconds"],
+            "seconds": elapsed,
+            "deliveries_per_s": deliveries / elapsed if elapsed else 0.0,
+            "p50_ms": _histogram_percentile(histogram, 50),
+            "p99_ms": _histogram_percentile(histogram, 99),
+            "cpu_s_per_million": cpu / max(deliveries, 1) * 1e6,
+            "errors": sum(r["errors"] for r in results),
+        }
+    finally:
+        for gen in gens:
+            await stop(gen)
+        await stop(proc)
+
+
+def _histogram_percentile(histogram: dict[int, int], p: float) -> float:
+    """The p-th percentile of 0.1 ms buckets, in ms (the bucket's upper edge)."""
+    total = sum(histogram.values())
+    if not total:
+        return float("nan")
+    rank, seen = p / 100 * total, 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        if seen >= rank:
+            return (bucket + 1) / 10
+    return float("nan")
+
+
 SCENARIOS = {
     "echo": run_echo,
     "broadcast": run_broadcast,
@@ -305,6 +414,14 @@ HEADLINE = {
 }
 
 
+def headline(scenario: str) -> tuple[str, str]:
+    """The figure a scenario's runs are ranked by (the median is kept), and its unit."""
+    room = room_scenario(scenario)
+    if room is None:
+        return HEADLINE[scenario]
+    return ("p99_ms", "p99 ms") if room[1] else ("deliveries_per_s", "deliveries/s")
+
+
 def ratio(a: float, b: float | None, lower_is_better: bool) -> str:
     if not b or math.isnan(a) or math.isnan(b):
         return "-"
@@ -312,8 +429,25 @@ def ratio(a: float, b: float | None, lower_is_better: bool) -> str:
 
 
 def table(scenario: str, rows: dict[str, dict[str, Any]]) -> str:
-    key, unit = HEADLINE[scenario]
+    key, unit = headline(scenario)
     lower = scenario == "idle"
+    room = room_scenario(scenario)
+    if room is not None:
+        size, rate = room
+        what = f"{rate:g} messages/s" if rate else "flat out"
+        plain = rows.get("ceiling-plain", {}).get("deliveries_per_s")
+        lines = [f"\n## {scenario} ({size} receivers in one room, {what}; latency send to"
+                 " receipt; CPU: server seconds per million deliveries; vs plain: deliv/s"
+                 " against raw picows framing every send)"]
+        lines.append(f"{'target':<20}{'deliv/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'lost':>8}"
+                     f"{'reord':>6}{'CPU s/M':>9}{'vs plain':>10}")
+        for name, r in rows.items():
+            lines.append(
+                f"{name:<20}{r['deliveries_per_s']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+                f"{r['lost']:>8}{r['reordered']:>6}{r['cpu_s_per_million']:>9.2f}"
+                f"{ratio(r['deliveries_per_s'], plain, False):>10}"
+            )
+        return "\n".join(lines)
     if scenario == "cross-node":
         base = rows.get("one-node", {}).get(key)
         lines = ["\n## cross-node (receivers on node B, sender on node A; ratio: vs one node;"
@@ -330,6 +464,8 @@ def table(scenario: str, rows: dict[str, dict[str, Any]]) -> str:
             )
         return "\n".join(lines)
     ceiling = rows.get("ceiling", {}).get(key)
+    plain = rows.get("ceiling-plain", {}).get(key)
+
     def sio_for(name: str) -> float | None:
         """python-socketio on the same kind of server (ASGI targets: under uvicorn)."""
         other = "socketio-asgi" if name.endswith("-asgi") else "socketio"
@@ -340,20 +476,25 @@ def table(scenario: str, rows: dict[str, dict[str, Any]]) -> str:
              f"{', lower is better, shown inverted' if lower else ''})"]
     if scenario == "echo":
         head = f"{'target':<20}{'rt/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
-        lines += [head + f"{'vs ceiling':>12}{'vs sio':>9}"]
+        lines += [head + f"{'vs ceiling':>12}{'vs plain':>10}{'vs sio':>9}"]
         for name, r in rows.items():
             lines.append(
                 f"{name:<20}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p90_ms']:>9.2f}"
                 f"{r['p99_ms']:>9.2f}{ratio(r['rps'], ceiling, False):>12}"
+                f"{ratio(r['rps'], plain, False):>10}"
                 f"{ratio(r['rps'], sio_for(name), False):>9}"
             )
     elif scenario == "broadcast":
-        head = f"{'target':<20}{'deliv/s':>10}{'all in s':>9}{'lost':>6}{'reord':>6}"
-        lines += [head + f"{'vs ceiling':>12}{'vs sio':>9}"]
+        head = (f"{'target':<20}{'deliv/s':>10}{'all in s':>9}{'lost':>6}{'reord':>6}"
+                f"{'p50 ms':>9}{'p99 ms':>9}")
+        lines += [head + f"{'vs ceiling':>12}{'vs plain':>10}{'vs sio':>9}"]
         for name, r in rows.items():
             lines.append(
                 f"{name:<20}{r['deliveries_per_s']:>10.0f}{r['seconds']:>9.3f}{r['lost']:>6}"
-                f"{r['reordered']:>6}{ratio(r['deliveries_per_s'], ceiling, False):>12}"
+                f"{r['reordered']:>6}{r.get('p50_ms', math.nan):>9.2f}"
+                f"{r.get('p99_ms', math.nan):>9.2f}"
+                f"{ratio(r['deliveries_per_s'], ceiling, False):>12}"
+                f"{ratio(r['deliveries_per_s'], plain, False):>10}"
                 f"{ratio(r['deliveries_per_s'], sio_for(name), False):>9}"
             )
     else:
@@ -379,6 +520,16 @@ async def main() -> int:
     parser.add_argument("--receivers", type=int, default=200)
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--conns", type=int, default=2000)
+    parser.add_argument("--room-procs", type=int, default=2,
+                        help="room-*: load generator processes holding the receivers")
+    parser.add_argument("--room-seconds", type=float, default=5.0,
+                        help="room-N-RATE: seconds of sending at RATE messages/s")
+    parser.add_argument("--room-deliveries", type=int, default=2_000_000,
+                        help="room-N-max: deliveries to make flat out (messages = this / N)")
+    parser.add_argument("--sample", type=int, default=10,
+                        help="room-*: measure latency and order on every Nth receiver")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="room-*: seconds to wait for the last delivery")
     parser.add_argument("--latency-rate", type=float, default=200.0,
                         help="cross-node latency phase: messages/s")
     parser.add_argument("--latency-messages", type=int, default=400)
@@ -397,7 +548,16 @@ async def main() -> int:
             opts.targets += f",{name}"
     results: dict[str, dict[str, dict[str, Any]]] = {}
     failures: list[str] = []
+    scenarios: list[str] = []
     for scenario in opts.scenarios.split(","):
+        if scenario == "room":  # the four big-room runs of the fan-out issue
+            scenarios += ["room-1000-50", "room-1000-max", "room-10000-50", "room-10000-max"]
+        elif scenario in SCENARIOS or room_scenario(scenario):
+            scenarios.append(scenario)
+        else:
+            print(f"bench: unknown scenario {scenario!r}", file=sys.stderr)
+            return 2
+    for scenario in scenarios:
         results[scenario] = {}
         targets = CROSS_TARGETS if scenario == "cross-node" else opts.targets.split(",")
         runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
@@ -408,7 +568,11 @@ async def main() -> int:
                 print(f"running {scenario} on {target} ({rep + 1}/{opts.repeat})...",
                       file=sys.stderr, flush=True)
                 try:
-                    runs[target].append(await SCENARIOS[scenario](target, opts))
+                    room = room_scenario(scenario)
+                    runs[target].append(
+                        await run_room(target, opts, *room) if room
+                        else await SCENARIOS[scenario](target, opts)
+                    )
                 except TargetDidNotStart as exc:
                     print(f"bench: {exc}", file=sys.stderr)
                     if "No module named" in str(exc):
@@ -418,7 +582,7 @@ async def main() -> int:
                 except Exception as exc:
                     print(f"  failed: {exc}", file=sys.stderr)
                     failures.append(f"{scenario} on {target}")
-        key = HEADLINE[scenario][0]
+        key = headline(scenario)[0]
         for target, done in runs.items():
             if done:
                 done.sort(key=lambda r: r[key])

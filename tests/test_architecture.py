@@ -22,7 +22,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "neffos"
 LAYERS: list[tuple[str, set[str]]] = [
     ("contracts", {
         "errors", "encoding", "protocol", "config", "_http", "handlers", "base",
-        "exchange.base", "transports.base", "transports.messages",
+        "exchange.base", "transports.base", "transports.messages", "transports.frames",
     }),
     ("engine", {
         "liveness", "processing", "asks", "store", "conn", "replies", "dispatch",

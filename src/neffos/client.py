@@ -21,6 +21,7 @@ from .handlers import ConnHandler, HandlerSpec
 from .protocol import ACK_HELLO, TokenGenerator, parse_ack
 from .transports import Connector
 from .transports.base import Receiver
+from .transports.frames import Shared
 
 __all__ = ["ClientConn", "Connector", "Dialing", "Reconnect", "dial"]
 
@@ -58,6 +59,9 @@ class _Offline:
     transport_name = "offline"
 
     def send(self, data: bytes, binary: bool) -> int:
+        raise ConnectionClosed()
+
+    def send_shared(self, shared: Shared) -> int:
         raise ConnectionClosed()
 
     def ping(self) -> None:

@@ -41,7 +41,6 @@ from .errors import (
     ConnectionClosed,
     LimitExceeded,
     NeffosError,
-    RemoteError,
     Reply,
     WriteClosed,
     is_known_error,
@@ -57,7 +56,6 @@ from .protocol import (
     ON_ROOM_LEFT,
     Message,
     TokenGenerator,
-    empty_reply,
     is_binary_frame,
     serialize,
 )
@@ -68,6 +66,7 @@ if TYPE_CHECKING:
     from .config import Config, Tasks
     from .handlers import ConnHandler, EventTable
     from .transports.base import Socket
+    from .transports.frames import Shared
 
 __all__ = ["Conn", "Exclude", "Exclusion", "NSConn", "Room", "ServerAPI", "exclude"]
 
@@ -448,12 +447,27 @@ class Conn(KeyValueStore):
         try:
             pending = self.socket.send(data, binary)
         except Exception as exc:
-            self._cfg.log.debug("[%s] write failed: %r", self.id, exc)
-            self._fail(1011, "write failed", abort=True)
-            return False
+            return self._write_failed(exc)
         if pending > self._cfg.send_buffer:
             self._overflowed(pending)
         return True
+
+    def write_shared(self, shared: Shared) -> bool:
+        """:meth:`write_encoded` for one message of a broadcast (framed once for all)."""
+        if self._closed or self._preack is not None:
+            return False
+        try:
+            pending = self.socket.send_shared(shared)
+        except Exception as exc:
+            return self._write_failed(exc)
+        if pending > self._cfg.send_buffer:
+            self._overflowed(pending)
+        return True
+
+    def _write_failed(self, exc: Exception) -> bool:
+        self._cfg.log.debug("[%s] write failed: %r", self.id, exc)
+        self._fail(1011, "write failed", abort=True)
+        return False
 
     def socket_closing(self) -> None:
         """Called by the transport when it starts closing on its own (the peer's
@@ -479,22 +493,6 @@ class Conn(KeyValueStore):
             self._cfg.send_buffer,
         )
         self._fail(1008, "send buffer full", abort=True)
-
-    def _send_error_reply(self, msg: Message, err: BaseException) -> None:
-        if not str(err):
-            err = RemoteError(type(err).__name__)
-        reply = Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
-        self.write_encoded(serialize(reply), False)
-
-    def _send_empty_reply(self, wait: str) -> None:
-        self.write_encoded(empty_reply(wait), False)
-
-    def _not_connected(self, msg: Message) -> None:
-        # Go drops such frames silently and its askers hang; a tokened request
-        # gets a prompt "bad namespace" instead (PROTOCOL.md §7.3).
-        # An empty reply (no event) that came too late is not a request.
-        if msg.wait and msg.event and not msg.is_error and not msg.is_native:
-            self._send_error_reply(msg, BadNamespace())
 
     async def _request(
         self, request: Message, timeout: float | None, *, hold: bool = False

@@ -23,6 +23,7 @@ from .protocol import (
     is_binary_frame,
     serialize,
 )
+from .transports.frames import Shared
 
 __all__ = ["BusInterest", "Index", "Registry", "exclusion"]
 
@@ -200,7 +201,8 @@ class Registry:
         if msg.wait != wait or msg.from_explicit:
             msg = msg.copy(wait=wait, from_explicit="")
         data = serialize(msg)
-        binary = is_binary_frame(data, msg.set_binary)
+        # One message for all: a server socket builds its frame once (frames.py).
+        shared = Shared(data, is_binary_frame(data, msg.set_binary))
         sent = 0
         for conn in targets:
             if (
@@ -212,9 +214,9 @@ class Registry:
             if seen is not None:
                 if conn in seen:
                     continue
-                if conn.write_encoded(data, binary):
+                if conn.write_shared(shared):
                     seen.add(conn)
                     sent += 1
-            elif conn.write_encoded(data, binary):
+            elif conn.write_shared(shared):
                 sent += 1
         return sent

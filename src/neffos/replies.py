@@ -10,7 +10,7 @@ events fire around the change exactly as in Go; what a client may not refuse
 from __future__ import annotations
 
 from .conn import Conn, NSConn
-from .errors import BadNamespace
+from .errors import BadNamespace, RemoteError
 from .protocol import (
     ON_NAMESPACE_CONNECT,
     ON_NAMESPACE_CONNECTED,
@@ -20,6 +20,8 @@ from .protocol import (
     ON_ROOM_LEAVE,
     ON_ROOM_LEFT,
     Message,
+    empty_reply,
+    serialize,
 )
 
 __all__ = ["SYSTEM_REQUESTS", "SystemReplies"]
@@ -34,6 +36,22 @@ class SystemReplies(Conn):
     """The part of the engine that answers the peer's system requests."""
 
     __slots__ = ()
+
+    def _send_error_reply(self, msg: Message, err: BaseException) -> None:
+        if not str(err):
+            err = RemoteError(type(err).__name__)
+        reply = Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
+        self.write_encoded(serialize(reply), False)
+
+    def _send_empty_reply(self, wait: str) -> None:
+        self.write_encoded(empty_reply(wait), False)
+
+    def _not_connected(self, msg: Message) -> None:
+        # Go drops such frames silently and its askers hang; a tokened request
+        # gets a prompt "bad namespace" instead (PROTOCOL.md §7.3).
+        # An empty reply (no event) that came too late is not a request.
+        if msg.wait and msg.event and not msg.is_error and not msg.is_native:
+            self._send_error_reply(msg, BadNamespace())
 
     def _is_system_request(self, msg: Message) -> bool:
         event = msg.event

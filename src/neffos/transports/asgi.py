@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 from .._http import Headers, Request, handshake_problem, header_text, plain_text
 from .base import Endpoint, Receiver
+from .frames import Shared
 
 __all__ = ["ASGIApp", "ASGISocket", "request_of"]
 
@@ -169,6 +170,9 @@ class ASGISocket:
             self._write_loop(step, waiting, size)
         )
         return self._pending
+
+    def send_shared(self, shared: Shared) -> int:
+        return self.send(shared.data, shared.binary)
 
     def ping(self) -> None:
         # The ASGI server pings on its own and drops dead peers; ASGI gives an
