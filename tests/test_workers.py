@@ -92,6 +92,10 @@ def with_bus():  # an application that sets its own bus
     return made
 '''
 
+# The feature runs on Linux and macOS; these tests watch processes through
+# pidfd and /proc, which only Linux has.
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="pidfd and /proc are Linux's")
+
 RETRY = 0.5 * UNIT  # how long one probe may take before converge() sends another
 ATTEMPTS = 40  # dials to find a client on each worker (each lands on one at random)
 FAST = neffos.Reconnect(initial_delay=0.05 * UNIT, max_delay=0.2 * UNIT, jitter=0)
