@@ -366,10 +366,11 @@ async def run_echo(args: argparse.Namespace, proto: Proto) -> dict[str, Any]:
         gen.start(c)
     await asyncio.sleep(args.warmup)
     gen.running = True
-    started = _now()
+    started, cpu = _now(), time.process_time()
     await asyncio.sleep(args.duration)
     gen.running = False
     elapsed = _now() - started
+    cpu = time.process_time() - cpu
     await asyncio.wait_for(gen.done, 30)
     lat = sorted(gen.latencies)
     for c in clients:
@@ -385,6 +386,7 @@ async def run_echo(args: argparse.Namespace, proto: Proto) -> dict[str, Any]:
         "p90_ms": percentile(lat, 90) * 1e3,
         "p99_ms": percentile(lat, 99) * 1e3,
         "errors": gen.disconnects,
+        "loadgen_cpu": cpu / elapsed,  # the generator's share of one core while measuring
     }
 
 
@@ -395,9 +397,9 @@ async def run_broadcast(args: argparse.Namespace, proto: Proto) -> dict[str, Any
     receivers = await open_clients(url, proto, gen, args.receivers, 50)
     sender_url = _url(args.sender_url, proto) if args.sender_url else url
     (sender,) = await open_clients(sender_url, proto, Idle(), 1, 1)
-    if args.sender_url:
-        # Across nodes, subscriptions travel through the broker: probe until the
-        # receivers' node delivers, so the measurement starts on a ready path.
+    if args.sender_url or args.probe:
+        # Across nodes (or workers), subscriptions travel through the broker: probe
+        # until the receivers' nodes deliver, so the measurement starts on a ready path.
         probe = Broadcast(args.receivers, probe=True)
         clients_gen = [c.gen for c in receivers]
         for c in receivers:
@@ -411,6 +413,7 @@ async def run_broadcast(args: argparse.Namespace, proto: Proto) -> dict[str, Any
             c.last_seq = -1
             c.reordered = 0
     gen.first_sent = _now()
+    cpu = time.process_time()
     for seq in range(args.messages):
         sender.send(proto.chat(seq))
         if seq % args.batch == args.batch - 1:
@@ -425,6 +428,7 @@ async def run_broadcast(args: argparse.Namespace, proto: Proto) -> dict[str, Any
         timed_out = True
         gen.last_received = _now()
     elapsed = gen.last_received - gen.first_sent
+    cpu = time.process_time() - cpu
     lost = expected - gen.received
     reordered = sum(c.reordered for c in receivers)
     for c in [*receivers, sender]:
@@ -443,6 +447,7 @@ async def run_broadcast(args: argparse.Namespace, proto: Proto) -> dict[str, Any
         "reordered": reordered,
         "timed_out": timed_out,
         "errors": gen.disconnects,
+        "loadgen_cpu": cpu / elapsed if elapsed > 0 else 0.0,
     }
 
 
@@ -526,6 +531,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--sender-url", default=None, help="broadcast: sender on another node")
+    parser.add_argument("--probe", action="store_true",
+                        help="broadcast: probe until every receiver gets a message first"
+                             " (receivers spread over workers that share a bus)")
     parser.add_argument("--batch", type=int, default=100, help="broadcast: sends per loop turn")
     parser.add_argument("--rate", type=float, default=0.0, help="broadcast: messages/s, 0 = max")
     parser.add_argument("--conns", type=int, default=2000)

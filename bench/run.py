@@ -3,6 +3,7 @@
     python bench/run.py                       # defaults: about a minute here
     python bench/run.py --scenarios idle --conns 19900
     python bench/run.py --targets ceiling,neffos-picows --scenarios echo --duration 10
+    python bench/run.py --scenarios workers          # `neffos serve --workers N` vs 1
 
 Each target server runs in its own process; the load generator (bench/loadgen.py)
 runs in another, so on a 2-core machine the server gets one core. Figures are
@@ -26,6 +27,8 @@ import math
 import os
 import pathlib
 import platform
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -400,17 +403,117 @@ def _histogram_percentile(histogram: dict[int, int], p: float) -> float:
     return float("nan")
 
 
+#: the ``workers`` scenario: the command with one worker (without and with a
+#: Redis bus) and with ``--workers`` workers (Redis)
+WORKER_TARGETS = ("1-worker", "1-worker-redis", "n-workers-redis")
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+async def start_command(workers: int, redis: str | None) -> tuple[asyncio.subprocess.Process, int]:
+    """``python -m neffos serve workers_app:make_server --workers N`` here; its port."""
+    args = ["-m", "neffos", "serve", "workers_app:make_server", "--port", "0",
+            "--workers", str(workers)]
+    if redis is not None:
+        args += ["--redis", redis]
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src"), "PYTHONUNBUFFERED": "1"}
+    with tempfile.TemporaryFile() as errors:
+        proc = await asyncio.create_subprocess_exec(
+            PY, *args, cwd=HERE, env=env, stdout=asyncio.subprocess.PIPE, stderr=errors,
+        )
+        assert proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
+        except TimeoutError:
+            line = b""
+        match = re.match(rb"listening on wss?://[^ ]+:(\d+)/", line)
+        if match is not None:
+            return proc, int(match[1])
+        await stop_command(proc)
+        errors.seek(0)
+        said = errors.read().decode(errors="replace").strip()
+    raise TargetDidNotStart(
+        f"neffos serve --workers {workers} did not start (printed {line!r});"
+        f" its error output:\n{said[-4000:] or '(none)'}"
+    )
+
+
+async def stop_command(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM (the supervisor stops its workers), then SIGKILL if it lingers."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            await stop(proc)
+
+
+async def run_workers(target: str, opts: argparse.Namespace) -> dict[str, Any]:
+    """The echo and broadcast loads against ``neffos serve`` with 1 or N workers.
+
+    Connections are spread over the workers by the kernel (``SO_REUSEPORT``); a
+    broadcast reaches the receivers of the other workers through Redis.
+    """
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from helpers.brokers import Broker  # the same broker processes as the tests
+
+    workers = opts.workers if target == "n-workers-redis" else 1
+    broker = None
+    proc = None
+    try:
+        if target.endswith("-redis"):
+            broker = Broker("redis")
+            await broker.start()
+        proc, port = await start_command(workers, broker.address if broker else None)
+        url = f"ws://127.0.0.1:{port}/"
+        echo = await loadgen(
+            ["echo", "--url", url, "--clients", str(opts.clients), "--size", str(opts.size),
+             "--duration", str(opts.duration), "--loop", opts.loop],
+            opts.duration + 120,
+        )
+        broadcast = await loadgen(
+            ["broadcast", "--url", url, "--receivers", str(opts.receivers),
+             "--messages", str(opts.messages), "--loop", opts.loop, "--probe"],
+            240,
+        )
+        return {
+            "scenario": "workers",
+            "workers": workers,
+            "bus": "redis" if broker else "none",
+            "rps": echo["rps"],
+            "p99_ms": echo["p99_ms"],
+            "echo_loadgen_cpu": echo["loadgen_cpu"],
+            "deliveries_per_s": broadcast["deliveries_per_s"],
+            "lost": broadcast["lost"],
+            "reordered": broadcast["reordered"],
+            "broadcast_loadgen_cpu": broadcast["loadgen_cpu"],
+            "errors": echo["errors"] + broadcast["errors"],
+        }
+    finally:
+        if proc is not None:
+            await stop_command(proc)
+        if broker is not None:
+            await broker.close()
+
+
 SCENARIOS = {
     "echo": run_echo,
     "broadcast": run_broadcast,
     "idle": run_idle,
     "cross-node": run_cross_node,
+    "workers": run_workers,
 }
 HEADLINE = {
     "echo": ("rps", "round trips/s"),
     "broadcast": ("deliveries_per_s", "deliveries/s"),
     "idle": ("bytes_per_conn", "bytes/conn"),
     "cross-node": ("deliveries_per_s", "deliveries/s"),
+    "workers": ("rps", "round trips/s"),
 }
 
 
@@ -426,6 +529,32 @@ def ratio(a: float, b: float | None, lower_is_better: bool) -> str:
     if not b or math.isnan(a) or math.isnan(b):
         return "-"
     return f"{(b / a if lower_is_better else a / b):.2f}x"
+
+
+def workers_table(rows: dict[str, dict[str, Any]]) -> str:
+    lines = ["\n## workers (`neffos serve --workers N`, one port; echo round trips/s and"
+             " broadcast deliveries/s; loadgen: its CPU, share of one core)"]
+    lines.append(f"{'target':<18}{'workers':>8}{'bus':>6}{'echo rt/s':>11}{'p99 ms':>8}"
+                 f"{'bcast deliv/s':>15}{'lost':>6}{'reord':>6}{'loadgen':>9}")
+    for name, r in rows.items():
+        lines.append(
+            f"{name:<18}{r['workers']:>8}{r['bus']:>6}{r['rps']:>11.0f}{r['p99_ms']:>8.2f}"
+            f"{r['deliveries_per_s']:>15.0f}{r['lost']:>6}{r['reordered']:>6}"
+            f"{max(r['echo_loadgen_cpu'], r['broadcast_loadgen_cpu']):>8.0%} "
+        )
+    one, bus, many = (rows.get(t) for t in WORKER_TARGETS)
+    if one and bus:
+        lines.append(
+            f"bus cost (1 worker, Redis / no bus): echo {ratio(bus['rps'], one['rps'], False)},"
+            f" broadcast {ratio(bus['deliveries_per_s'], one['deliveries_per_s'], False)}"
+        )
+    if bus and many:
+        n = many["workers"]
+        for what, key in (("echo", "rps"), ("broadcast", "deliveries_per_s")):
+            scale = many[key] / bus[key] if bus[key] else math.nan
+            lines.append(f"scaling, {what} ({n} workers / 1 worker, both with Redis):"
+                         f" {scale:.2f}x, {scale / n:.2f}x per worker")
+    return "\n".join(lines)
 
 
 def table(scenario: str, rows: dict[str, dict[str, Any]]) -> str:
@@ -448,6 +577,8 @@ def table(scenario: str, rows: dict[str, dict[str, Any]]) -> str:
                 f"{ratio(r['deliveries_per_s'], plain, False):>10}"
             )
         return "\n".join(lines)
+    if scenario == "workers":
+        return workers_table(rows)
     if scenario == "cross-node":
         base = rows.get("one-node", {}).get(key)
         lines = ["\n## cross-node (receivers on node B, sender on node A; ratio: vs one node;"
@@ -534,6 +665,8 @@ async def main() -> int:
                         help="cross-node latency phase: messages/s")
     parser.add_argument("--latency-messages", type=int, default=400)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="workers scenario: N (default: the cores here, %(default)s)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--repeat", type=int, default=1,
                         help="run each scenario N times (interleaved), keep the median")
@@ -559,7 +692,11 @@ async def main() -> int:
             return 2
     for scenario in scenarios:
         results[scenario] = {}
-        targets = CROSS_TARGETS if scenario == "cross-node" else opts.targets.split(",")
+        targets = (
+            CROSS_TARGETS if scenario == "cross-node"
+            else WORKER_TARGETS if scenario == "workers"
+            else opts.targets.split(",")
+        )
         runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
         # Repetitions are interleaved (a, b, a, b...) so that a slow phase of the
         # machine hits every target alike; the run with the median figure is kept.

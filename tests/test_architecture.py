@@ -36,7 +36,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("server and client", {"server", "client"}),
     ("facade", {"testing", ""}),
     ("applications", {
-        "__main__", "cli", "demo", "demo.assets", "demo.server", "demo.client", "demo.cli",
+        "__main__", "cli", "workers",
+        "demo", "demo.assets", "demo.server", "demo.client", "demo.cli",
     }),
 ]
 MAX_LINES = 800
