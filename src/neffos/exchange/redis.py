@@ -1,6 +1,6 @@
 """Scale-out over Redis pub/sub (redis-py asyncio), compatible with Go neffos.
 
-Channel names (PROTOCOL.md §10.2): ``<prefix>.<namespace>.`` and
+Channel names (docs/topics/protocol.md#bus): ``<prefix>.<namespace>.`` and
 ``<prefix>.<id>.`` (pattern subscriptions, as Go), and the bare ask token for
 ``Server.ask`` answers (plain subscription). Payloads are raw neffos frames.
 
