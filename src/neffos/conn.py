@@ -426,10 +426,7 @@ class Conn(KeyValueStore):
         return self.write_encoded(data, is_binary_frame(data, msg.set_binary))
 
     def can_write(self, msg: Message) -> bool:
-        """The write checks: namespace connected, room joined.
-
-        Wire protocol: docs/topics/protocol.md#write-checks.
-        """
+        """Namespace connected, room joined (docs/topics/protocol.md#write-checks)."""
         event = msg.event
         if event == ON_NAMESPACE_CONNECT or event == ON_NAMESPACE_DISCONNECT:
             return True
@@ -662,10 +659,7 @@ class Conn(KeyValueStore):
                 fut.set_result(None)
 
     async def _force_disconnect_all(self) -> None:
-        """Forced local events for every namespace and room, then forget them.
-
-        Wire protocol: docs/topics/protocol.md#closing.
-        """
+        """Forced leave/disconnect events, then forget it all (docs/topics/protocol.md#closing)."""
         for ns in list(self._namespaces.values()):
             if not self.handler.only_native:
                 await self._force_leave_all(ns, is_local=True)
@@ -739,9 +733,7 @@ class NSConn:
                 await room.leave(timeout=timeout)
 
     async def disconnect(self, *, timeout: float | None = None) -> None:
-        """Disconnect from the namespace (on a server connection: force it).
-
-        Wire protocol: docs/topics/protocol.md#namespaces.
+        """Disconnect (docs/topics/protocol.md#namespaces; a server connection forces it).
 
         Raises:
             BadNamespace: not connected.
