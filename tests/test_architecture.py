@@ -1,4 +1,4 @@
-"""The shape of the package, as docs/architecture.md draws it.
+"""The shape of the package, as docs/topics/architecture.md draws it.
 
 Imports are read from the source: relative and absolute, ``import`` and
 ``from ... import``, at any depth (also under ``TYPE_CHECKING`` and inside

@@ -212,7 +212,7 @@ class Conn(KeyValueStore):
         return dict(self._namespaces)
 
     async def connect(self, namespace: str, *, timeout: float | None = None) -> NSConn:
-        """Connect to ``namespace`` (PROTOCOL.md §5.1, §5.2).
+        """Connect to ``namespace`` (docs/topics/protocol.md#namespaces).
 
         On a client this asks the server; on a server connection it makes the
         client connect (the client can refuse). Connecting an already connected
@@ -353,7 +353,7 @@ class Conn(KeyValueStore):
     wait_server_connect = wait_connect
 
     async def disconnect_all(self, *, timeout: float | None = None) -> None:
-        """Disconnect every connected namespace in turn (§5.5)."""
+        """Disconnect every connected namespace in turn (docs/topics/protocol.md#namespaces)."""
         if self.handler.only_native:
             return
         for ns in list(self._namespaces.values()):
@@ -412,7 +412,7 @@ class Conn(KeyValueStore):
     # -- writing ---------------------------------------------------------------
 
     def write(self, msg: Message) -> bool:
-        """Send ``msg`` as it is, after the write checks of PROTOCOL.md §7.4.
+        """Send ``msg`` as it is, after the write checks of docs/topics/protocol.md#write-checks.
 
         Returns ``False`` (and sends nothing) when the connection is closed, the
         namespace is not connected or the room not joined.
@@ -425,7 +425,7 @@ class Conn(KeyValueStore):
         return self.write_encoded(data, is_binary_frame(data, msg.set_binary))
 
     def can_write(self, msg: Message) -> bool:
-        """The write checks of PROTOCOL.md §7.4: namespace connected, room joined."""
+        """Namespace connected, room joined (docs/topics/protocol.md#write-checks)."""
         event = msg.event
         if event == ON_NAMESPACE_CONNECT or event == ON_NAMESPACE_DISCONNECT:
             return True
@@ -657,7 +657,7 @@ class Conn(KeyValueStore):
                 fut.set_result(None)
 
     async def _force_disconnect_all(self) -> None:
-        """Forced local events for every namespace and room, then forget them (§11.2)."""
+        """Forced leave/disconnect events, then forget it all (docs/topics/protocol.md#closing)."""
         for ns in list(self._namespaces.values()):
             if not self.handler.only_native:
                 await self._force_leave_all(ns, is_local=True)
@@ -713,7 +713,7 @@ class NSConn:
         return list(self.rooms.values())
 
     async def join_room(self, room: str, *, timeout: float | None = None) -> Room:
-        """Join ``room`` (PROTOCOL.md §6.1; on a server connection: force the client, §6.3).
+        """Join ``room`` (docs/topics/protocol.md#rooms; on a server connection: force the client).
 
         Raises:
             WriteClosed: the namespace is not connected any more.
@@ -731,7 +731,7 @@ class NSConn:
                 await room.leave(timeout=timeout)
 
     async def disconnect(self, *, timeout: float | None = None) -> None:
-        """Disconnect from the namespace (§5.3; on a server connection: force it, §5.4).
+        """Disconnect (docs/topics/protocol.md#namespaces; a server connection forces it).
 
         Raises:
             BadNamespace: not connected.
@@ -786,7 +786,7 @@ class Room:
         return ns.conn.write(Message(ns.namespace, event, body, room=self.name, set_binary=True))
 
     async def leave(self, *, timeout: float | None = None) -> None:
-        """Leave the room (§6.2; on a server connection: force the client, §6.4).
+        """Leave the room (docs/topics/protocol.md#rooms; on a server connection: force the client).
 
         Raises:
             BadRoom: the room is not joined.

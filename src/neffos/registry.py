@@ -1,11 +1,13 @@
-"""The connections of one server, their indexes, and delivery of broadcasts (PROTOCOL.md §9).
+"""The connections of one server, their indexes, and delivery of broadcasts.
+
+Wire protocol: docs/topics/protocol.md#broadcast.
 
 Three indexes find the audience of a message without scanning every
 connection: ID -> connections, namespace -> connections, and (namespace, room)
 -> connections. A broadcast encodes each message once and writes the same bytes
 to each connection it targets, so its cost follows the audience, not the
 number of connections. A message filtered out for one connection never hides
-the next ones (Go's batch early-exit, §9.4, is not reproduced).
+the next ones (Go's batch early-exit, docs/topics/protocol.md#broadcast, is not reproduced).
 """
 
 from __future__ import annotations
@@ -167,7 +169,7 @@ class Registry:
 
         ``to`` selects an ID (checked per connection: namespace connected, room
         joined); connect/disconnect requests go to everyone; a room message to
-        its room; anything else to the namespace (§9.2).
+        its room; anything else to the namespace (docs/topics/protocol.md#broadcast).
         """
         if msg.to:
             return _members(self.by_id, msg.to), True

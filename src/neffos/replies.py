@@ -1,4 +1,6 @@
-"""Answers to the peer's system requests: connect, disconnect, join and leave (PROTOCOL.md §5, §6).
+"""Answers to the peer's system requests: connect, disconnect, join and leave.
+
+Wire protocol: docs/topics/protocol.md#namespaces, #rooms.
 
 A system request carries a wait token; the answer is an empty reply (accepted)
 or an error reply (refused by the local ``_OnNamespaceConnect``,
@@ -48,7 +50,7 @@ class SystemReplies(Conn):
 
     def _not_connected(self, msg: Message) -> None:
         # Go drops such frames silently and its askers hang; a tokened request
-        # gets a prompt "bad namespace" instead (PROTOCOL.md §7.3).
+        # gets a prompt "bad namespace" instead (docs/topics/protocol.md#dispatch).
         # An empty reply (no event) that came too late is not a request.
         if msg.wait and msg.event and not msg.is_error and not msg.is_native:
             self._send_error_reply(msg, BadNamespace())
@@ -56,7 +58,7 @@ class SystemReplies(Conn):
     def _is_system_request(self, msg: Message) -> bool:
         event = msg.event
         # neffos.js leaveAll() sends _OnRoomLeft with a token instead of
-        # _OnRoomLeave (PROTOCOL.md §6.5): a server answers it as a leave.
+        # _OnRoomLeave (docs/topics/protocol.md#rooms): a server answers it as a leave.
         return event in SYSTEM_REQUESTS or (
             event == ON_ROOM_LEFT and not self.is_client and bool(msg.wait)
         )
@@ -116,7 +118,7 @@ class SystemReplies(Conn):
             self._send_empty_reply(wait)
             return
         if self.is_client:
-            # A client cannot refuse a server's disconnect (§5.4).
+            # A client cannot refuse a server's disconnect (docs/topics/protocol.md#namespaces).
             await self._force_leave_all(ns, is_local=False)
             self._remove_namespace(ns)
             self._send_empty_reply(wait)
@@ -162,7 +164,8 @@ class SystemReplies(Conn):
             return
         leave = Message(ns.namespace, ON_ROOM_LEAVE, room=msg.room)
         err = await self._fire(ns, leave)
-        if err is not None and not self.is_client:  # a client cannot refuse (§6.4)
+        # a client cannot refuse (docs/topics/protocol.md#rooms)
+        if err is not None and not self.is_client:
             self._send_error_reply(msg, err)
             return
         self._remove_room(ns, room)

@@ -427,7 +427,7 @@ class ASGIApp:
                 return
 
     async def _http(self, scope: Scope, send: Send) -> None:
-        """A plain HTTP request at the endpoint: the rules of PROTOCOL.md §3.1."""
+        """A plain HTTP request at the endpoint: the rules of docs/topics/protocol.md#http."""
         request = request_of(scope)
         answer = self._endpoint.route(request) or handshake_problem(request)
         if answer is None:  # the ASGI server passed an upgrade as HTTP: it lacks WebSockets

@@ -7,7 +7,7 @@
 * :class:`Receiver` is what a socket reports to (a connection): every data
   message, every pong, flow control, and the end of the socket, once.
 * :class:`Endpoint` is what the server side of a transport serves: it routes
-  HTTP requests (the rules of PROTOCOL.md §3) and accepts opened WebSockets.
+  HTTP requests (the rules of docs/topics/protocol.md#http) and accepts opened WebSockets.
   Servers make endpoints (:meth:`neffos.Server.endpoint`); transports never
   see the server itself.
 """

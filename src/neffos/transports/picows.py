@@ -1,7 +1,7 @@
 """The default transport: picows (a fast WebSocket library written in Cython).
 
 The server side accepts TCP connections with :class:`neffos._http.HttpFront`
-(which implements the HTTP rules of PROTOCOL.md §3) and hands upgrade requests
+(which implements the HTTP rules of docs/topics/protocol.md#http) and hands upgrade requests
 over to picows' protocol; the client side uses ``picows.ws_connect``.
 """
 
