@@ -119,11 +119,8 @@ class ServerAPI(Protocol):
     async def do(self, fn: Callable[[Conn], Any]) -> None: ...
 
     def get_total_connections(self) -> int: ...
-
     def get_connections(self) -> list[Conn]: ...
-
     def get_connections_by_namespace(self, namespace: str) -> list[NSConn]: ...
-
     def get_connections_by_id(self, conn_id: str) -> list[Conn]: ...
 
     async def close(self) -> None: ...
@@ -380,9 +377,9 @@ class Conn(KeyValueStore):
         """Why joining one more room called ``name`` is refused, if it is."""
         cfg = self._cfg
         if len(name) > cfg.max_room_name_length:
-            return LimitExceeded(f"room name longer than {cfg.max_room_name_length} characters")
+            return cfg.stats.limit(f"room name longer than {cfg.max_room_name_length} characters")
         if sum(len(ns.rooms) for ns in self._namespaces.values()) >= cfg.max_rooms:
-            return LimitExceeded(f"more than {cfg.max_rooms} rooms")
+            return cfg.stats.limit(f"more than {cfg.max_rooms} rooms")
         return None
 
     def _add_room(self, ns: NSConn, name: str) -> Room:
@@ -451,6 +448,7 @@ class Conn(KeyValueStore):
             self._cfg.log.debug("[%s] write failed: %r", self.id, exc)
             self._fail(1011, "write failed", abort=True)
             return False
+        self._cfg.stats.messages_out += 1
         if pending > self._cfg.send_buffer:
             self._overflowed(pending)
         return True
@@ -472,6 +470,7 @@ class Conn(KeyValueStore):
             self._overflowed(pending)
 
     def _overflowed(self, pending: int) -> None:
+        self._cfg.stats.send_buffer_drops += 1
         self._cfg.log.warning(
             "[%s] closing a slow connection: %d bytes waiting to be sent (send_buffer=%d)",
             self.id,
@@ -484,7 +483,7 @@ class Conn(KeyValueStore):
         if not str(err):
             err = RemoteError(type(err).__name__)
         reply = Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
-        self.write_encoded(serialize(reply), False)
+        self._cfg.stats.error_replies += self.write_encoded(serialize(reply), False)
 
     def _send_empty_reply(self, wait: str) -> None:
         self.write_encoded(empty_reply(wait), False)
@@ -537,6 +536,7 @@ class Conn(KeyValueStore):
     def _raised(self, exc: Exception, msg: Message) -> Exception:
         """A handler raised: log it unless it is an expected (neffos or known) error."""
         if not isinstance(exc, NeffosError) and not is_known_error(exc):
+            self._cfg.stats.handler_errors += 1
             self._cfg.log.error(
                 "[%s] handler of %r/%r raised", self.id, msg.namespace, msg.event, exc_info=exc
             )
@@ -581,6 +581,7 @@ class Conn(KeyValueStore):
         if self._closed:
             return
         self._closed = True
+        self._cfg.stats.closed(code)
         self._abort_pending()
         self._close_timer = self._close_socket(self.socket, code, reason, abort)
         self._loop.call_soon(self._begin_close_sequence)
@@ -624,6 +625,7 @@ class Conn(KeyValueStore):
         if self._closed:
             return
         self._closed = True
+        self._cfg.stats.closed(self.socket.close_code or 1006)  # no close frame: 1006
         self._abort_pending()
         self._cfg.log.debug("[%s] socket closed: %r", self.id, exc)
         self._begin_close_sequence()

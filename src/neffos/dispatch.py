@@ -74,7 +74,8 @@ class Dispatcher(SystemReplies):
                 if msg.is_error:
                     return  # no error ping-pong (§8.4)
                 err = result if str(result) else RemoteError(type(result).__name__)
-                self.write(Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err))
+                reply = Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
+                self._cfg.stats.error_replies += self.write(reply)
                 return
         elif isinstance(result, bytes):
             body = result
@@ -90,9 +91,8 @@ class Dispatcher(SystemReplies):
                 )
                 if not msg.is_error:
                     err = RemoteError("cannot encode the reply")
-                    self.write(
-                        Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
-                    )
+                    reply = Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
+                    self._cfg.stats.error_replies += self.write(reply)
                 return
         # The reply is the request echoed with the new body (§4.6), written
         # through the same checks as Conn.write but without a Message object.

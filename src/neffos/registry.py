@@ -65,6 +65,10 @@ def _members(index: Index[K], key: K) -> Collection[Conn]:
     return (bucket,)
 
 
+def _size(bucket: Conn | dict[Conn, None]) -> int:
+    return len(bucket) if isinstance(bucket, dict) else 1
+
+
 class BusInterest(Protocol):
     """What the registry tells a bus node: which namespaces and IDs have local connections."""
 
@@ -160,6 +164,17 @@ class Registry:
 
     def in_namespace(self, namespace: str) -> Collection[Conn]:
         return _members(self.by_namespace, namespace)
+
+    def namespace_sizes(self) -> dict[str, int]:
+        """namespace -> how many connections are connected to it."""
+        # list() first: a copy made at once, so that a reader in another
+        # thread (a threaded metrics exporter) never sees the dict change
+        return {ns: _size(bucket) for ns, bucket in list(self.by_namespace.items())}
+
+    def room_sizes(self) -> tuple[int, int]:
+        """(rooms with members, memberships of all of them)."""
+        buckets = list(self.by_room.values())  # at once (see namespace_sizes)
+        return len(buckets), sum(_size(bucket) for bucket in buckets)
 
     def targets(self, msg: Message) -> tuple[Collection[Conn], bool]:
         """The connections ``msg`` is for, and whether each needs the write checks.

@@ -109,6 +109,7 @@ class ASGISocket:
         "_queue",
         "_task",
         "_writer",
+        "close_code",
         "receiver",
         "request",
     )
@@ -125,6 +126,8 @@ class ASGISocket:
         self._task: asyncio.Task[Any] | None = None  # the application's coroutine
         self._closing = False
         self._aborted = False
+        #: how the connection ended (see transports.base.Socket)
+        self.close_code: int | None = None
 
     def start(self) -> None:
         self._task = asyncio.current_task()
@@ -272,6 +275,7 @@ class ASGISocket:
                     data = message.get("bytes") or b""
                     binary = True
                 if len(data) > max_size:
+                    self.close_code = 1009
                     receiver.socket_closing()
                     self.close(1009, "message too big")
                     continue
@@ -279,6 +283,8 @@ class ASGISocket:
                 if self._aborted:
                     return
             elif kind == "websocket.disconnect":
+                # the ASGI server's code: the peer's close frame, 1006 without one
+                self.close_code = self.close_code or message.get("code", 1005)
                 return
 
     def finish(self) -> None:
