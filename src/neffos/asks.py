@@ -123,6 +123,7 @@ class Asks(OrderedProcessing):
         try:
             if not self.write_encoded(*frame_for(token)):
                 raise unwritten()
+            self._cfg.stats.messages_out += 1
             hand_off()
             return await fut if timeout is None else await answer_within(fut, timeout)
         except BaseException:

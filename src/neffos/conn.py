@@ -420,7 +420,9 @@ class Conn(KeyValueStore):
         if msg.from_explicit:
             msg = msg.copy(from_explicit="")
         data = serialize(msg)
-        return self.write_encoded(data, is_binary_frame(data, msg.set_binary))
+        sent = self.write_encoded(data, is_binary_frame(data, msg.set_binary))
+        self._cfg.stats.messages_out += sent  # (write_encoded counts nothing: see registry)
+        return sent
 
     def can_write(self, msg: Message) -> bool:
         """The write checks of PROTOCOL.md §7.4: namespace connected, room joined."""
@@ -448,7 +450,6 @@ class Conn(KeyValueStore):
             self._cfg.log.debug("[%s] write failed: %r", self.id, exc)
             self._fail(1011, "write failed", abort=True)
             return False
-        self._cfg.stats.messages_out += 1
         if pending > self._cfg.send_buffer:
             self._overflowed(pending)
         return True
@@ -470,7 +471,6 @@ class Conn(KeyValueStore):
             self._overflowed(pending)
 
     def _overflowed(self, pending: int) -> None:
-        self._cfg.stats.send_buffer_drops += 1
         self._cfg.log.warning(
             "[%s] closing a slow connection: %d bytes waiting to be sent (send_buffer=%d)",
             self.id,
@@ -483,10 +483,10 @@ class Conn(KeyValueStore):
         if not str(err):
             err = RemoteError(type(err).__name__)
         reply = Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
-        self._cfg.stats.error_replies += self.write_encoded(serialize(reply), False)
+        self._cfg.stats.error_reply(self.write_encoded(serialize(reply), False))
 
     def _send_empty_reply(self, wait: str) -> None:
-        self.write_encoded(empty_reply(wait), False)
+        self._cfg.stats.messages_out += self.write_encoded(empty_reply(wait), False)
 
     def _not_connected(self, msg: Message) -> None:
         # Go drops such frames silently and its askers hang; a tokened request
@@ -581,7 +581,6 @@ class Conn(KeyValueStore):
         if self._closed:
             return
         self._closed = True
-        self._cfg.stats.closed(code)
         self._abort_pending()
         self._close_timer = self._close_socket(self.socket, code, reason, abort)
         self._loop.call_soon(self._begin_close_sequence)
@@ -625,7 +624,6 @@ class Conn(KeyValueStore):
         if self._closed:
             return
         self._closed = True
-        self._cfg.stats.closed(self.socket.close_code or 1006)  # no close frame: 1006
         self._abort_pending()
         self._cfg.log.debug("[%s] socket closed: %r", self.id, exc)
         self._begin_close_sequence()

@@ -75,7 +75,7 @@ class Dispatcher(SystemReplies):
                     return  # no error ping-pong (§8.4)
                 err = result if str(result) else RemoteError(type(result).__name__)
                 reply = Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
-                self._cfg.stats.error_replies += self.write(reply)
+                self._cfg.stats.error_replies += self.write(reply)  # counted out by write()
                 return
         elif isinstance(result, bytes):
             body = result
@@ -99,7 +99,8 @@ class Dispatcher(SystemReplies):
         if self._closed or not self.can_write(msg):
             return
         data = frame(msg.wait, msg.namespace, msg.room, msg.event, PLAIN, body)
-        self.write_encoded(data, is_binary_frame(data, msg.set_binary))
+        sent = self.write_encoded(data, is_binary_frame(data, msg.set_binary))
+        self._cfg.stats.messages_out += sent
 
     def _answer_native(self, msg: Message, result: Any) -> None:
         # A native peer cannot read neffos frames: a reply goes back as a raw

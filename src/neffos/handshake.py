@@ -167,13 +167,14 @@ class ServerHandshake(Dispatcher):
             # The answer to "M" is "H<text>", then the connection closes (§2.1).
             self._stop_handshake_timer()
             self._take_early()
-            self.write_encoded(ack_refused(self._refusal or ""), False)
+            refusal = ack_refused(self._refusal or "")
+            self._cfg.stats.messages_out += self.write_encoded(refusal, False)
             self.close(1008, "refused")
 
     def _acknowledge(self) -> None:
         self._stop_handshake_timer()
         queued = self._take_early()
-        self.write_encoded(ack_ok(self.id), False)
+        self._cfg.stats.messages_out += self.write_encoded(ack_ok(self.id), False)
         if self._ack_future is not None and not self._ack_future.done():
             self._ack_future.set_result(None)
         self._start_timeouts()

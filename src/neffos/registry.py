@@ -23,6 +23,7 @@ from .protocol import (
     is_binary_frame,
     serialize,
 )
+from .stats import Counters
 
 __all__ = ["BusInterest", "Index", "Registry", "exclusion"]
 
@@ -103,9 +104,11 @@ def exclusion(exclude: Exclusion) -> tuple[Conn | None, str | None]:
 class Registry:
     """The open connections of a server and their indexes."""
 
-    __slots__ = ("by_id", "by_namespace", "by_room", "conns", "interest")
+    __slots__ = ("by_id", "by_namespace", "by_room", "conns", "interest", "stats")
 
-    def __init__(self) -> None:
+    def __init__(self, stats: Counters | None = None) -> None:
+        #: the server's counters (deliveries are counted once per message here)
+        self.stats = stats if stats is not None else Counters()
         #: every registered connection, in arrival order
         self.conns: dict[Conn, None] = {}
         self.by_id: Index[str] = {}
@@ -232,4 +235,5 @@ class Registry:
                     sent += 1
             elif conn.write_encoded(data, binary):
                 sent += 1
+        self.stats.messages_out += sent
         return sent

@@ -115,6 +115,22 @@ class ServerConn(ServerHandshake):
     def _open(self) -> None:
         self._begin_handshake(self._server.on_connect)
 
+    # -- what the server counts about its connections (the rest is counted inline) --
+
+    def _close(self, code: int, reason: str, abort: bool) -> None:
+        if not self._closed:
+            self._cfg.stats.closed(code)
+        super()._close(code, reason, abort)
+
+    def socket_closed(self, exc: BaseException | None) -> None:
+        if not self._closed:  # the peer's (or the transport's) close code; none: 1006
+            self._cfg.stats.closed(self.socket.close_code or 1006)
+        super().socket_closed(exc)
+
+    def _overflowed(self, pending: int) -> None:
+        self._cfg.stats.send_buffer_drops += 1
+        super()._overflowed(pending)
+
     # -- answers: asks of this connection, then the server's and the bus's -----------
 
     def _may_be_answer(self, wait: str) -> bool:
@@ -323,7 +339,7 @@ class Server:
         )
         self._tasks = Tasks()  # every task of the server and its connections
         self._tokens = TokenGenerator()  # wait tokens of server asks
-        self._registry = Registry()  # connections and their indexes
+        self._registry = Registry(self._stats)  # connections and their indexes
         self._asks = ServerAsks()  # pending Server.ask calls
         self._listeners: list[Listener] = []
         self._sweeper: asyncio.Task[None] | None = None  # the heartbeat sweep

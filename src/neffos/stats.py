@@ -115,6 +115,11 @@ class Counters:
         self.limit_refusals += 1
         return LimitExceeded(text)
 
+    def error_reply(self, sent: bool) -> None:
+        """An error answer was written to a peer (``sent``), or could not be."""
+        self.error_replies += sent
+        self.messages_out += sent
+
     def closed(self, code: int) -> None:
         """A connection closed with ``code`` (1006: it dropped without a close frame)."""
         _count(self.closes, code, MAX_CLOSE_CODES)
