@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import itertools
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -624,6 +625,16 @@ async def test_serve_metrics_errors(tmp_path: Path,
         _, stderr = await program.finish(2)
         assert stderr.strip() == "error: --metrics-path needs --path, and another path " \
             "starting with /", stderr
+    # the metrics port taken: one line, exit 1
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with serving(tmp_path, "app:server", "--port", "0",
+                           "--metrics-port", str(port)) as program:
+            _, stderr = await program.finish(1)
+            assert stderr == f"error: cannot listen on 127.0.0.1:{port} for metrics: " \
+                "address already in use\n", stderr
     # without prometheus_client: one line naming the extra, exit 1
     blocker = tmp_path_factory.mktemp("blocked") / "prometheus_client"
     blocker.mkdir()
