@@ -555,6 +555,23 @@ async def test_collector_labels_and_registry() -> None:
         status.append(message.get("status"))
         body.append(message.get("body", b""))
 
+    def other(request: neffos.Request) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        return (200, [], b"other page") if request.path == "/x" else None
+
+    pages = metrics.page(one, other=other)
+
+    def get(path: str, method: str = "GET", accept: str = "") -> Any:
+        headers = neffos.Headers([("Accept", accept)] if accept else [])
+        return pages(neffos.Request(method, path, headers))
+
+    assert get("/x") == (200, [], b"other page")
+    assert get("/y") is None  # 404 by the endpoint
+    assert get("/metrics", "POST")[0] == 405
+    assert get("/metrics", "HEAD")[2] == b""
+    openmetrics = get("/metrics", accept="application/openmetrics-text; version=1.0.0")
+    assert openmetrics[1][0][1].startswith("application/openmetrics-text")
+    assert openmetrics[2].endswith(b"# EOF\n")
+
     app = metrics.asgi_app(one)
     await app({"type": "http", "method": "GET", "path": "/", "query_string": b"",
                "headers": []}, receive, send)
