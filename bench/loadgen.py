@@ -152,6 +152,7 @@ class Client(WSListener):  # type: ignore[misc]
         self.last_seq = -1
         self.received = 0
         self.reordered = 0
+        self.sampled = False
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.t = transport
@@ -303,6 +304,41 @@ class Broadcast:
         self.disconnects += 1
 
 
+class Receive:
+    """Receivers of a big room: every delivery is counted; the latency and order
+    of every ``sample``-th client are measured (parsing every frame of 10,000
+    clients would make the generator the bottleneck)."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.received = 0
+        self.last_ns = 0
+        self.disconnects = 0
+        #: latency histogram: 0.1 ms buckets (sparse)
+        self.histogram: dict[int, int] = {}
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_frame(self, client: Client, data: bytes) -> None:
+        self.received += 1
+        if self.received >= self.expected and not self.done.done():
+            self.last_ns = time.perf_counter_ns()
+            self.done.set_result(None)
+        if not client.sampled:
+            return
+        parsed = client.proto.chat_seq(data)
+        if parsed is None:
+            return
+        seq, sent = parsed
+        bucket = (time.perf_counter_ns() - sent) // 100_000
+        self.histogram[bucket] = self.histogram.get(bucket, 0) + 1
+        if seq <= client.last_seq:
+            client.reordered += 1
+        client.last_seq = max(client.last_seq, seq)
+
+    def on_disconnect(self, client: Client) -> None:
+        self.disconnects += 1
+
+
 class Idle:
     disconnects = 0
 
@@ -330,10 +366,11 @@ async def run_echo(args: argparse.Namespace, proto: Proto) -> dict[str, Any]:
         gen.start(c)
     await asyncio.sleep(args.warmup)
     gen.running = True
-    started = _now()
+    started, cpu = _now(), time.process_time()
     await asyncio.sleep(args.duration)
     gen.running = False
     elapsed = _now() - started
+    cpu = time.process_time() - cpu
     await asyncio.wait_for(gen.done, 30)
     lat = sorted(gen.latencies)
     for c in clients:
@@ -349,6 +386,7 @@ async def run_echo(args: argparse.Namespace, proto: Proto) -> dict[str, Any]:
         "p90_ms": percentile(lat, 90) * 1e3,
         "p99_ms": percentile(lat, 99) * 1e3,
         "errors": gen.disconnects,
+        "loadgen_cpu": cpu / elapsed,  # the generator's share of one core while measuring
     }
 
 
@@ -359,9 +397,9 @@ async def run_broadcast(args: argparse.Namespace, proto: Proto) -> dict[str, Any
     receivers = await open_clients(url, proto, gen, args.receivers, 50)
     sender_url = _url(args.sender_url, proto) if args.sender_url else url
     (sender,) = await open_clients(sender_url, proto, Idle(), 1, 1)
-    if args.sender_url:
-        # Across nodes, subscriptions travel through the broker: probe until the
-        # receivers' node delivers, so the measurement starts on a ready path.
+    if args.sender_url or args.probe:
+        # Across nodes (or workers), subscriptions travel through the broker: probe
+        # until the receivers' nodes deliver, so the measurement starts on a ready path.
         probe = Broadcast(args.receivers, probe=True)
         clients_gen = [c.gen for c in receivers]
         for c in receivers:
@@ -375,6 +413,7 @@ async def run_broadcast(args: argparse.Namespace, proto: Proto) -> dict[str, Any
             c.last_seq = -1
             c.reordered = 0
     gen.first_sent = _now()
+    cpu = time.process_time()
     for seq in range(args.messages):
         sender.send(proto.chat(seq))
         if seq % args.batch == args.batch - 1:
@@ -389,6 +428,7 @@ async def run_broadcast(args: argparse.Namespace, proto: Proto) -> dict[str, Any
         timed_out = True
         gen.last_received = _now()
     elapsed = gen.last_received - gen.first_sent
+    cpu = time.process_time() - cpu
     lost = expected - gen.received
     reordered = sum(c.reordered for c in receivers)
     for c in [*receivers, sender]:
@@ -407,6 +447,7 @@ async def run_broadcast(args: argparse.Namespace, proto: Proto) -> dict[str, Any
         "reordered": reordered,
         "timed_out": timed_out,
         "errors": gen.disconnects,
+        "loadgen_cpu": cpu / elapsed if elapsed > 0 else 0.0,
     }
 
 
@@ -428,9 +469,58 @@ async def run_idle(args: argparse.Namespace, proto: Proto) -> dict[str, Any]:
     }
 
 
+async def run_receive(args: argparse.Namespace, proto: Proto) -> dict[str, Any]:
+    """Big room, one process of receivers: join, say ready, count until told to stop."""
+    gen = Receive(args.receivers * args.messages)
+    clients = await open_clients(_url(args.url, proto), proto, gen, args.receivers, 100)
+    for i, client in enumerate(clients):
+        client.sampled = i % args.sample == 0
+    print(json.dumps({"ready": True, "receivers": len(clients)}), flush=True)
+    # Done when every message reached every client here, or when told to stop.
+    told = asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    await asyncio.wait([gen.done, told], return_when=asyncio.FIRST_COMPLETED)
+    for c in clients:
+        c.t.disconnect()  # type: ignore[union-attr]
+    return {
+        "scenario": "receive",
+        "receivers": len(clients),
+        "deliveries": gen.received,
+        "complete": gen.done.done(),
+        "last_ns": gen.last_ns,
+        "histogram": gen.histogram,
+        "reordered": sum(c.reordered for c in clients),
+        "errors": gen.disconnects,
+    }
+
+
+async def run_send(args: argparse.Namespace, proto: Proto) -> dict[str, Any]:
+    """Big room, the sender: ``--messages`` chat messages at ``--rate`` (0: flat out)."""
+    (sender,) = await open_clients(_url(args.url, proto), proto, Idle(), 1, 1)
+    loop = asyncio.get_running_loop()
+    first_ns = time.perf_counter_ns()
+    started = loop.time()
+    for seq in range(args.messages):
+        if args.rate:
+            # on schedule: message k leaves at started + k / rate
+            delay = started + seq / args.rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        sender.send(proto.chat(seq))
+        if not args.rate and seq % args.batch == args.batch - 1:
+            await asyncio.sleep(0)
+    elapsed = loop.time() - started
+    await asyncio.sleep(0.1)  # the last frames leave the socket
+    assert sender.t is not None
+    sender.t.disconnect()
+    return {
+        "scenario": "send", "messages": args.messages, "seconds": elapsed, "first_ns": first_ns,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["echo", "broadcast", "idle"])
+    parser.add_argument("scenario", choices=["echo", "broadcast", "idle", "receive", "send"])
+    parser.add_argument("--sample", type=int, default=10, help="receive: measure every Nth")
     parser.add_argument("--url", required=True)
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default="neffos")
     parser.add_argument("--clients", type=int, default=50)
@@ -441,6 +531,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--sender-url", default=None, help="broadcast: sender on another node")
+    parser.add_argument("--probe", action="store_true",
+                        help="broadcast: probe until every receiver gets a message first"
+                             " (receivers spread over workers that share a bus)")
     parser.add_argument("--batch", type=int, default=100, help="broadcast: sends per loop turn")
     parser.add_argument("--rate", type=float, default=0.0, help="broadcast: messages/s, 0 = max")
     parser.add_argument("--conns", type=int, default=2000)
@@ -448,7 +541,10 @@ def main() -> None:
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args()
     proto = PROTOCOLS[args.protocol]()
-    runner = {"echo": run_echo, "broadcast": run_broadcast, "idle": run_idle}[args.scenario]
+    runner = {
+        "echo": run_echo, "broadcast": run_broadcast, "idle": run_idle,
+        "receive": run_receive, "send": run_send,
+    }[args.scenario]
     if args.loop == "uvloop":
         import uvloop
 

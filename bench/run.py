@@ -3,6 +3,7 @@
     python bench/run.py                       # defaults: about a minute here
     python bench/run.py --scenarios idle --conns 19900
     python bench/run.py --targets ceiling,neffos-picows --scenarios echo --duration 10
+    python bench/run.py --scenarios workers          # `neffos serve --workers N` vs 1
 
 Each target server runs in its own process; the load generator (bench/loadgen.py)
 runs in another, so on a 2-core machine the server gets one core. Figures are
@@ -26,6 +27,8 @@ import math
 import os
 import pathlib
 import platform
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +39,7 @@ PY = sys.executable
 
 TARGETS = {
     "ceiling": (["ceiling"], "raw"),
+    "ceiling-plain": (["ceiling-plain"], "raw"),
     "neffos-picows": (["neffos", "--transport", "picows"], "neffos"),
     "neffos-websockets": (["neffos", "--transport", "websockets"], "neffos"),
     "neffos-aiohttp": (["neffos", "--transport", "aiohttp"], "neffos"),
@@ -291,18 +295,234 @@ async def _release(gen: asyncio.subprocess.Process) -> None:
     await asyncio.wait_for(gen.wait(), 60)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def room_scenario(name: str) -> tuple[int, float] | None:
+    """``room-1000-50`` -> (1000 receivers, 50 messages/s); ``room-1000-max`` -> rate 0."""
+    parts = name.split("-")
+    if len(parts) != 3 or parts[0] != "room":
+        return None
+    return int(parts[1]), 0.0 if parts[2] == "max" else float(parts[2])
+
+
+async def run_room(target: str, opts: argparse.Namespace, size: int, rate: float) -> dict[str, Any]:
+    """A big room: ``size`` receivers spread over ``--room-procs`` generator processes,
+    one sender in a process of its own, at ``rate`` messages/s (0: flat out).
+
+    Latency is send to receipt, measured on every ``--sample``-th receiver (the
+    clocks are the same: perf_counter is CLOCK_MONOTONIC in every process).
+    """
+    proc, port = await start_server(target, opts.loop)
+    gens: list[asyncio.subprocess.Process] = []
+    url = f"ws://127.0.0.1:{port}/"
+    protocol = TARGETS[target][1]
+    if rate:
+        messages = max(1, round(rate * opts.room_seconds))
+    else:
+        messages = max(1, opts.room_deliveries // size)
+    try:
+        procs = min(opts.room_procs, size)
+        for i in range(procs):
+            n = size // procs + (1 if i < size % procs else 0)
+            gens.append(await asyncio.create_subprocess_exec(
+                PY, str(HERE / "loadgen.py"), "receive", "--url", url, "--protocol", protocol,
+                "--receivers", str(n), "--messages", str(messages),
+                "--sample", str(opts.sample), "--loop", opts.loop,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            ))
+        for gen in gens:
+            assert gen.stdout is not None
+            line = await asyncio.wait_for(gen.stdout.readline(), 600)
+            if not line:
+                assert gen.stderr is not None
+                raise RuntimeError((await gen.stderr.read()).decode()[-2000:])
+        cpu_before = cpu_seconds(proc.pid)
+        sent = await loadgen(
+            ["send", "--url", url, "--protocol", protocol, "--messages", str(messages),
+             "--rate", str(rate), "--loop", opts.loop], 600,
+        )
+        # Each receiver process ends once its clients have every message; past
+        # the timeout it is told to stop and reports what it has (lost > 0).
+        results = []
+        for gen in gens:
+            assert gen.stdin is not None and gen.stdout is not None
+            try:
+                line = await asyncio.wait_for(gen.stdout.readline(), opts.timeout)
+            except TimeoutError:
+                gen.stdin.write(b"exit\n")
+                await gen.stdin.drain()
+                line = await asyncio.wait_for(gen.stdout.readline(), 120)
+            results.append(json.loads(line))
+        cpu = cpu_seconds(proc.pid) - cpu_before
+        histogram: dict[int, int] = {}
+        for r in results:
+            for bucket, count in r["histogram"].items():
+                histogram[int(bucket)] = histogram.get(int(bucket), 0) + count
+        deliveries = sum(r["deliveries"] for r in results)
+        # first send to last delivery (perf_counter is one clock for all processes)
+        last_ns = max(r["last_ns"] for r in results)
+        elapsed = (last_ns - sent["first_ns"]) / 1e9 if last_ns else float("nan")
+        expected = size * messages
+        return {
+            "scenario": f"room-{size}",
+            "receivers": size,
+            "rate": rate,
+            "messages": messages,
+            "deliveries": deliveries,
+            "lost": expected - deliveries,
+            "reordered": sum(r["reordered"] for r in results),
+            "send_seconds": sent["seconds"],
+            "seconds": elapsed,
+            "deliveries_per_s": deliveries / elapsed if elapsed else 0.0,
+            "p50_ms": _histogram_percentile(histogram, 50),
+            "p99_ms": _histogram_percentile(histogram, 99),
+            "cpu_s_per_million": cpu / max(deliveries, 1) * 1e6,
+            "errors": sum(r["errors"] for r in results),
+        }
+    finally:
+        for gen in gens:
+            await stop(gen)
+        await stop(proc)
+
+
+def _histogram_percentile(histogram: dict[int, int], p: float) -> float:
+    """The p-th percentile of 0.1 ms buckets, in ms (the bucket's upper edge)."""
+    total = sum(histogram.values())
+    if not total:
+        return float("nan")
+    rank, seen = p / 100 * total, 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        if seen >= rank:
+            return (bucket + 1) / 10
+    return float("nan")
+
+
+#: the ``workers`` scenario: the command with one worker (without and with a
+#: Redis bus) and with ``--workers`` workers (Redis)
+WORKER_TARGETS = ("1-worker", "1-worker-redis", "n-workers-redis")
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+async def start_command(workers: int, redis: str | None) -> tuple[asyncio.subprocess.Process, int]:
+    """``python -m neffos serve workers_app:make_server --workers N`` here; its port."""
+    args = ["-m", "neffos", "serve", "workers_app:make_server", "--port", "0",
+            "--workers", str(workers)]
+    if redis is not None:
+        args += ["--redis", redis]
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src"), "PYTHONUNBUFFERED": "1"}
+    with tempfile.TemporaryFile() as errors:
+        proc = await asyncio.create_subprocess_exec(
+            PY, *args, cwd=HERE, env=env, stdout=asyncio.subprocess.PIPE, stderr=errors,
+        )
+        assert proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
+        except TimeoutError:
+            line = b""
+        match = re.match(rb"listening on wss?://[^ ]+:(\d+)/", line)
+        if match is not None:
+            return proc, int(match[1])
+        await stop_command(proc)
+        errors.seek(0)
+        said = errors.read().decode(errors="replace").strip()
+    raise TargetDidNotStart(
+        f"neffos serve --workers {workers} did not start (printed {line!r});"
+        f" its error output:\n{said[-4000:] or '(none)'}"
+    )
+
+
+async def stop_command(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM (the supervisor stops its workers), then SIGKILL if it lingers."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            await stop(proc)
+
+
+async def run_workers(target: str, opts: argparse.Namespace) -> dict[str, Any]:
+    """The echo and broadcast loads against ``neffos serve`` with 1 or N workers.
+
+    Connections are spread over the workers by the kernel (``SO_REUSEPORT``); a
+    broadcast reaches the receivers of the other workers through Redis.
+    """
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from helpers.brokers import Broker  # the same broker processes as the tests
+
+    workers = opts.workers if target == "n-workers-redis" else 1
+    broker = None
+    proc = None
+    try:
+        if target.endswith("-redis"):
+            broker = Broker("redis")
+            await broker.start()
+        proc, port = await start_command(workers, broker.address if broker else None)
+        url = f"ws://127.0.0.1:{port}/"
+        echo = await loadgen(
+            ["echo", "--url", url, "--clients", str(opts.clients), "--size", str(opts.size),
+             "--duration", str(opts.duration), "--loop", opts.loop],
+            opts.duration + 120,
+        )
+        broadcast = await loadgen(
+            ["broadcast", "--url", url, "--receivers", str(opts.receivers),
+             "--messages", str(opts.messages), "--loop", opts.loop, "--probe"],
+            240,
+        )
+        return {
+            "scenario": "workers",
+            "workers": workers,
+            "bus": "redis" if broker else "none",
+            "rps": echo["rps"],
+            "p99_ms": echo["p99_ms"],
+            "echo_loadgen_cpu": echo["loadgen_cpu"],
+            "deliveries_per_s": broadcast["deliveries_per_s"],
+            "lost": broadcast["lost"],
+            "reordered": broadcast["reordered"],
+            "broadcast_loadgen_cpu": broadcast["loadgen_cpu"],
+            "errors": echo["errors"] + broadcast["errors"],
+        }
+    finally:
+        if proc is not None:
+            await stop_command(proc)
+        if broker is not None:
+            await broker.close()
+
+
 SCENARIOS = {
     "echo": run_echo,
     "broadcast": run_broadcast,
     "idle": run_idle,
     "cross-node": run_cross_node,
+    "workers": run_workers,
 }
 HEADLINE = {
     "echo": ("rps", "round trips/s"),
     "broadcast": ("deliveries_per_s", "deliveries/s"),
     "idle": ("bytes_per_conn", "bytes/conn"),
     "cross-node": ("deliveries_per_s", "deliveries/s"),
+    "workers": ("rps", "round trips/s"),
 }
+
+
+def headline(scenario: str) -> tuple[str, str]:
+    """The figure a scenario's runs are ranked by (the median is kept), and its unit."""
+    room = room_scenario(scenario)
+    if room is None:
+        return HEADLINE[scenario]
+    return ("p99_ms", "p99 ms") if room[1] else ("deliveries_per_s", "deliveries/s")
 
 
 def ratio(a: float, b: float | None, lower_is_better: bool) -> str:
@@ -311,9 +531,54 @@ def ratio(a: float, b: float | None, lower_is_better: bool) -> str:
     return f"{(b / a if lower_is_better else a / b):.2f}x"
 
 
+def workers_table(rows: dict[str, dict[str, Any]]) -> str:
+    lines = ["\n## workers (`neffos serve --workers N`, one port; echo round trips/s and"
+             " broadcast deliveries/s; loadgen: its CPU, share of one core)"]
+    lines.append(f"{'target':<18}{'workers':>8}{'bus':>6}{'echo rt/s':>11}{'p99 ms':>8}"
+                 f"{'bcast deliv/s':>15}{'lost':>6}{'reord':>6}{'loadgen':>9}")
+    for name, r in rows.items():
+        lines.append(
+            f"{name:<18}{r['workers']:>8}{r['bus']:>6}{r['rps']:>11.0f}{r['p99_ms']:>8.2f}"
+            f"{r['deliveries_per_s']:>15.0f}{r['lost']:>6}{r['reordered']:>6}"
+            f"{max(r['echo_loadgen_cpu'], r['broadcast_loadgen_cpu']):>8.0%} "
+        )
+    one, bus, many = (rows.get(t) for t in WORKER_TARGETS)
+    if one and bus:
+        lines.append(
+            f"bus cost (1 worker, Redis / no bus): echo {ratio(bus['rps'], one['rps'], False)},"
+            f" broadcast {ratio(bus['deliveries_per_s'], one['deliveries_per_s'], False)}"
+        )
+    if bus and many:
+        n = many["workers"]
+        for what, key in (("echo", "rps"), ("broadcast", "deliveries_per_s")):
+            scale = many[key] / bus[key] if bus[key] else math.nan
+            lines.append(f"scaling, {what} ({n} workers / 1 worker, both with Redis):"
+                         f" {scale:.2f}x, {scale / n:.2f}x per worker")
+    return "\n".join(lines)
+
+
 def table(scenario: str, rows: dict[str, dict[str, Any]]) -> str:
-    key, unit = HEADLINE[scenario]
+    key, unit = headline(scenario)
     lower = scenario == "idle"
+    room = room_scenario(scenario)
+    if room is not None:
+        size, rate = room
+        what = f"{rate:g} messages/s" if rate else "flat out"
+        plain = rows.get("ceiling-plain", {}).get("deliveries_per_s")
+        lines = [f"\n## {scenario} ({size} receivers in one room, {what}; latency send to"
+                 " receipt; CPU: server seconds per million deliveries; vs plain: deliv/s"
+                 " against raw picows framing every send)"]
+        lines.append(f"{'target':<20}{'deliv/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'lost':>8}"
+                     f"{'reord':>6}{'CPU s/M':>9}{'vs plain':>10}")
+        for name, r in rows.items():
+            lines.append(
+                f"{name:<20}{r['deliveries_per_s']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+                f"{r['lost']:>8}{r['reordered']:>6}{r['cpu_s_per_million']:>9.2f}"
+                f"{ratio(r['deliveries_per_s'], plain, False):>10}"
+            )
+        return "\n".join(lines)
+    if scenario == "workers":
+        return workers_table(rows)
     if scenario == "cross-node":
         base = rows.get("one-node", {}).get(key)
         lines = ["\n## cross-node (receivers on node B, sender on node A; ratio: vs one node;"
@@ -330,6 +595,8 @@ def table(scenario: str, rows: dict[str, dict[str, Any]]) -> str:
             )
         return "\n".join(lines)
     ceiling = rows.get("ceiling", {}).get(key)
+    plain = rows.get("ceiling-plain", {}).get(key)
+
     def sio_for(name: str) -> float | None:
         """python-socketio on the same kind of server (ASGI targets: under uvicorn)."""
         other = "socketio-asgi" if name.endswith("-asgi") else "socketio"
@@ -340,20 +607,25 @@ def table(scenario: str, rows: dict[str, dict[str, Any]]) -> str:
              f"{', lower is better, shown inverted' if lower else ''})"]
     if scenario == "echo":
         head = f"{'target':<20}{'rt/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
-        lines += [head + f"{'vs ceiling':>12}{'vs sio':>9}"]
+        lines += [head + f"{'vs ceiling':>12}{'vs plain':>10}{'vs sio':>9}"]
         for name, r in rows.items():
             lines.append(
                 f"{name:<20}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p90_ms']:>9.2f}"
                 f"{r['p99_ms']:>9.2f}{ratio(r['rps'], ceiling, False):>12}"
+                f"{ratio(r['rps'], plain, False):>10}"
                 f"{ratio(r['rps'], sio_for(name), False):>9}"
             )
     elif scenario == "broadcast":
-        head = f"{'target':<20}{'deliv/s':>10}{'all in s':>9}{'lost':>6}{'reord':>6}"
-        lines += [head + f"{'vs ceiling':>12}{'vs sio':>9}"]
+        head = (f"{'target':<20}{'deliv/s':>10}{'all in s':>9}{'lost':>6}{'reord':>6}"
+                f"{'p50 ms':>9}{'p99 ms':>9}")
+        lines += [head + f"{'vs ceiling':>12}{'vs plain':>10}{'vs sio':>9}"]
         for name, r in rows.items():
             lines.append(
                 f"{name:<20}{r['deliveries_per_s']:>10.0f}{r['seconds']:>9.3f}{r['lost']:>6}"
-                f"{r['reordered']:>6}{ratio(r['deliveries_per_s'], ceiling, False):>12}"
+                f"{r['reordered']:>6}{r.get('p50_ms', math.nan):>9.2f}"
+                f"{r.get('p99_ms', math.nan):>9.2f}"
+                f"{ratio(r['deliveries_per_s'], ceiling, False):>12}"
+                f"{ratio(r['deliveries_per_s'], plain, False):>10}"
                 f"{ratio(r['deliveries_per_s'], sio_for(name), False):>9}"
             )
     else:
@@ -379,10 +651,22 @@ async def main() -> int:
     parser.add_argument("--receivers", type=int, default=200)
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--conns", type=int, default=2000)
+    parser.add_argument("--room-procs", type=int, default=2,
+                        help="room-*: load generator processes holding the receivers")
+    parser.add_argument("--room-seconds", type=float, default=5.0,
+                        help="room-N-RATE: seconds of sending at RATE messages/s")
+    parser.add_argument("--room-deliveries", type=int, default=2_000_000,
+                        help="room-N-max: deliveries to make flat out (messages = this / N)")
+    parser.add_argument("--sample", type=int, default=10,
+                        help="room-*: measure latency and order on every Nth receiver")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="room-*: seconds to wait for the last delivery")
     parser.add_argument("--latency-rate", type=float, default=200.0,
                         help="cross-node latency phase: messages/s")
     parser.add_argument("--latency-messages", type=int, default=400)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="workers scenario: N (default: the cores here, %(default)s)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--repeat", type=int, default=1,
                         help="run each scenario N times (interleaved), keep the median")
@@ -397,9 +681,22 @@ async def main() -> int:
             opts.targets += f",{name}"
     results: dict[str, dict[str, dict[str, Any]]] = {}
     failures: list[str] = []
+    scenarios: list[str] = []
     for scenario in opts.scenarios.split(","):
+        if scenario == "room":  # the four big-room runs of the fan-out issue
+            scenarios += ["room-1000-50", "room-1000-max", "room-10000-50", "room-10000-max"]
+        elif scenario in SCENARIOS or room_scenario(scenario):
+            scenarios.append(scenario)
+        else:
+            print(f"bench: unknown scenario {scenario!r}", file=sys.stderr)
+            return 2
+    for scenario in scenarios:
         results[scenario] = {}
-        targets = CROSS_TARGETS if scenario == "cross-node" else opts.targets.split(",")
+        targets = (
+            CROSS_TARGETS if scenario == "cross-node"
+            else WORKER_TARGETS if scenario == "workers"
+            else opts.targets.split(",")
+        )
         runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
         # Repetitions are interleaved (a, b, a, b...) so that a slow phase of the
         # machine hits every target alike; the run with the median figure is kept.
@@ -408,7 +705,11 @@ async def main() -> int:
                 print(f"running {scenario} on {target} ({rep + 1}/{opts.repeat})...",
                       file=sys.stderr, flush=True)
                 try:
-                    runs[target].append(await SCENARIOS[scenario](target, opts))
+                    room = room_scenario(scenario)
+                    runs[target].append(
+                        await run_room(target, opts, *room) if room
+                        else await SCENARIOS[scenario](target, opts)
+                    )
                 except TargetDidNotStart as exc:
                     print(f"bench: {exc}", file=sys.stderr)
                     if "No module named" in str(exc):
@@ -418,7 +719,7 @@ async def main() -> int:
                 except Exception as exc:
                     print(f"  failed: {exc}", file=sys.stderr)
                     failures.append(f"{scenario} on {target}")
-        key = HEADLINE[scenario][0]
+        key = headline(scenario)[0]
         for target, done in runs.items():
             if done:
                 done.sort(key=lambda r: r[key])

@@ -5,8 +5,12 @@ Targets:
 * ``neffos``   - our server (``--transport picows|websockets|aiohttp``): namespace
   ``bench`` with ``echo`` (answers the ask with the body) and ``chat``
   (broadcast to the room, excluding the sender);
-* ``ceiling``  - the raw picows library doing the same work with no framework:
-  echo every frame back; a frame from a "joined" peer is loop-sent to the others;
+* ``ceiling``  - the raw picows library doing the same work with no framework, and
+  with the two tricks neffos uses for fan-out: a chat frame is framed once for all
+  the others, and every peer's frames of one loop turn leave in one write; echo
+  answers go out the same way (framed by hand, one write per turn);
+* ``ceiling-plain`` - raw picows the plain way: ``transport.send`` per frame (picows
+  frames and writes each one), the ceiling of the benchmark issue;
 * ``socketio`` - python-socketio (AsyncServer on aiohttp, what a Python user picks
   today) with the same events;
 * ``neffos --transport asgi`` and ``socketio-asgi`` - the same two servers as ASGI
@@ -115,6 +119,69 @@ async def serve_ceiling(args: argparse.Namespace) -> None:
     await asyncio.get_running_loop().create_future()
 
 
+async def serve_ceiling_batched(args: argparse.Namespace) -> None:
+    from picows import WSListener, WSMsgType, WSTransport, ws_create_server
+
+    loop = asyncio.get_running_loop()
+    joined: dict[Any, None] = {}
+    dirty: list[Peer] = []
+
+    def frame(data: bytes) -> bytes:  # final, unmasked text frame
+        size = len(data)
+        if size < 126:
+            return bytes((0x81, size)) + data
+        if size < 65536:
+            return bytes((0x81, 126)) + size.to_bytes(2, "big") + data
+        return bytes((0x81, 127)) + size.to_bytes(8, "big") + data
+
+    def flush() -> None:
+        batch = dirty[:]
+        dirty.clear()
+        for peer in batch:
+            out, peer.out = peer.out, []
+            if not peer.tcp.is_closing():
+                peer.tcp.write(out[0] if len(out) == 1 else b"".join(out))
+
+    class Peer(WSListener):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.out: list[bytes] = []
+            self.tcp: Any = None
+
+        def queue(self, data: bytes) -> None:
+            if not self.out:
+                if not dirty:
+                    loop.call_soon(flush)
+                dirty.append(self)
+            self.out.append(data)
+
+        def on_ws_connected(self, transport: WSTransport) -> None:
+            self.tcp = transport.underlying_transport
+
+        def on_ws_frame(self, transport: WSTransport, frame_: Any) -> None:
+            if frame_.msg_type is not WSMsgType.TEXT:
+                return
+            data = frame_.get_payload_as_bytes()
+            if data == b"join":
+                joined[self] = None
+            elif data[:1] == b"$":  # an ask: echo it back, that is the answer
+                self.queue(frame(data))
+            else:  # a chat message: one frame for everyone else
+                shared = frame(data)
+                for peer in joined:
+                    if peer is not self:
+                        peer.queue(shared)
+
+        def on_ws_disconnected(self, transport: WSTransport) -> None:
+            joined.pop(self, None)
+
+    server = await ws_create_server(
+        lambda request: Peer(), "127.0.0.1", args.port, backlog=4096,
+        read_buffer_init_size=2048,
+    )
+    print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
+    await asyncio.get_running_loop().create_future()
+
+
 async def serve_socketio(args: argparse.Namespace) -> None:
     import socketio
     from aiohttp import web
@@ -153,7 +220,9 @@ async def serve_socketio(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("target", choices=["neffos", "ceiling", "socketio", "socketio-asgi"])
+    parser.add_argument(
+        "target", choices=["neffos", "ceiling", "ceiling-plain", "socketio", "socketio-asgi"]
+    )
     parser.add_argument("--transport", default="picows")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
@@ -163,7 +232,8 @@ def main() -> None:
     args = parser.parse_args()
     serve = {
         "neffos": serve_neffos,
-        "ceiling": serve_ceiling,
+        "ceiling": serve_ceiling_batched,
+        "ceiling-plain": serve_ceiling,
         "socketio": serve_socketio,
         "socketio-asgi": serve_socketio,
     }[args.target]

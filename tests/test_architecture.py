@@ -1,4 +1,4 @@
-"""The shape of the package, as docs/architecture.md draws it.
+"""The shape of the package, as docs/topics/architecture.md draws it.
 
 Imports are read from the source: relative and absolute, ``import`` and
 ``from ... import``, at any depth (also under ``TYPE_CHECKING`` and inside
@@ -22,7 +22,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "neffos"
 LAYERS: list[tuple[str, set[str]]] = [
     ("contracts", {
         "errors", "encoding", "protocol", "stats", "config", "_http", "handlers", "base",
-        "exchange.base", "transports.base", "transports.messages",
+        "exchange.base", "transports.base", "transports.messages", "transports.frames",
     }),
     ("engine", {
         "liveness", "processing", "asks", "store", "conn", "replies", "dispatch",
@@ -36,7 +36,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("server and client", {"server", "client"}),
     ("facade", {"testing", "metrics", ""}),
     ("applications", {
-        "__main__", "cli", "demo", "demo.assets", "demo.server", "demo.client", "demo.cli",
+        "__main__", "cli", "workers",
+        "demo", "demo.assets", "demo.server", "demo.client", "demo.cli",
     }),
 ]
 MAX_LINES = 800

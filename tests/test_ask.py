@@ -1,4 +1,7 @@
-"""ask: replies, timeouts, asks inside handlers, close, known errors, server ask (§4, §8)."""
+"""ask: replies, timeouts, asks inside handlers, close, known errors, server ask.
+
+Wire protocol: docs/topics/protocol.md#asks, #error-texts.
+"""
 
 from __future__ import annotations
 
@@ -162,7 +165,10 @@ async def test_ask_refused_by_write_checks(transport: str) -> None:
 
 
 async def test_request_for_a_namespace_the_server_has_not_connected(transport: str) -> None:
-    """A tokened request for a namespace not connected gets "bad namespace" (§7.3)."""
+    """A tokened request for a namespace not connected gets "bad namespace".
+
+    Wire protocol: docs/topics/protocol.md#dispatch.
+    """
     async with environment(transport) as env:
         server = await env.server({"v1": {"echo": echo}})
         client = await env.dial(server, {"v1": {}})
@@ -231,7 +237,7 @@ async def test_server_conn_ask(transport: str) -> None:
         (sns,) = server.get_connections_by_namespace("v1")
         reply = await sns.ask("hi", "server", timeout=5 * UNIT)
         assert reply.body == b"hello server"
-        assert reply.wait.isdigit()  # server tokens are digits (§4.2)
+        assert reply.wait.isdigit()  # server tokens are digits (docs/topics/protocol.md#tokens)
 
 
 @pytest.mark.parametrize("style", ["wait_for", "gather"])

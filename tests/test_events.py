@@ -1,4 +1,7 @@
-"""Events: emit, binary, write, _OnAnyEvent, replies and errors, ordering, natives (§7)."""
+"""Events: emit, binary, write, _OnAnyEvent, replies and errors, ordering, natives.
+
+Wire protocol: docs/topics/protocol.md#dispatch.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ async def test_emit_text_and_binary(transport: str) -> None:
         ns = await client.connect("v1")
         assert ns.emit("t", "héllo")
         assert ns.emit_binary("b", bytes([0, 1, 2, 255]))
-        # invalid UTF-8 never goes out in a text frame (PROTOCOL.md §1.8)
+        # invalid UTF-8 never goes out in a text frame (docs/topics/protocol.md#text-and-binary)
         assert ns.emit("t", b"\xff\xfe")
         assert await got.wait_len(3) == [
             ("t", "héllo".encode(), False),
@@ -113,7 +116,10 @@ async def test_error_is_written_back_to_plain_emit(transport: str) -> None:
 
 
 async def test_no_error_ping_pong(transport: str) -> None:
-    """A handler's error about an error message is not sent back (PROTOCOL.md §8.4)."""
+    """A handler's error about an error message is not sent back.
+
+    Wire protocol: docs/topics/protocol.md#error-texts.
+    """
     server_seen = Recorder()
     client_seen = Recorder()
 

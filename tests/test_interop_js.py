@@ -2,9 +2,9 @@
 
 Each test runs our server in-process and drives ``tests/js/client.mjs`` — a
 small neffos.js program — by JSON lines on its stdin/stdout (see the header of
-that file). PROTOCOL.md §2 (handshake), §3 (HTTP side, reconnection), §5
-(namespaces), §6 (rooms), §12 (the neffos.js API) and §13.3 (neffos.js quirks a
-server must tolerate).
+that file). The wire protocol page of the docs, docs/topics/protocol.md:
+#handshake, #http and #reconnection, #namespaces, #rooms; and the neffos.js API
+and the neffos.js quirks a server must tolerate.
 
 Needs ``node`` (>= 18) and ``npm ci`` in ``tests/js``; skipped otherwise, unless
 ``NEFFOS_REQUIRE_NODE=1`` (CI), which turns a missing Node into an error.
@@ -505,7 +505,8 @@ async def test_server_forces_connect_and_join(node: str, server_transport: str, 
         js_client(node, listener.url) as js,
     ):
         dialed = await js.call("dial", namespaces={"v1": []})
-        # "A<id>" came first: neffos.js takes any earlier frame for the ack (§2.4)
+        # "A<id>" came first: neffos.js takes any earlier frame for the ack
+        # (docs/topics/protocol.md#handshake)
         assert dialed["connId"] == only(server).id
         if when == "after_ack":
             # neffos.js only notifies waiters registered before the server's connect
@@ -516,7 +517,8 @@ async def test_server_forces_connect_and_join(node: str, server_transport: str, 
         assert joined["isLocal"] is False
         connected = await js.wait_event(ON_NAMESPACE_CONNECTED)
         assert (connected["namespace"], connected["isLocal"]) == ("v1", False)
-        # neffos.js fires no _OnNamespaceConnect for a server-initiated connect (§5.2)
+        # neffos.js fires no _OnNamespaceConnect for a server-initiated connect
+        # (docs/topics/protocol.md#namespaces)
         assert [(e["event"], e.get("room")) for e in js.events()] == [
             (ON_NAMESPACE_CONNECTED, ""),
             *([("waitServerConnect", None)] if when == "after_ack" else []),
@@ -590,7 +592,8 @@ async def test_binary_ask_answers(node: str, server_transport: str) -> None:
         assert reply["bodyType"] == "ArrayBuffer"
         assert reply["bytes"] == [255, 200, 59, 0]
         assert reply["setBinary"] is True
-        # ...but an error answer is text, or neffos.js could not read it (§1.8)
+        # ...but an error answer is text, or neffos.js could not read it
+        # (docs/topics/protocol.md#text-and-binary)
         failed = await js.request("askBinary", namespace="v1", event="flip", bytes=[1, 2, 3])
         assert failed["ok"] is False
         assert failed["error"] == "odd length"
@@ -598,7 +601,7 @@ async def test_binary_ask_answers(node: str, server_transport: str) -> None:
         js.assert_clean()
 
 
-# -- 6. reconnection (PROTOCOL.md §3.4, §3.5) ------------------------------------------
+# -- 6. reconnection (docs/topics/protocol.md#reconnection, #http) -------------------
 
 
 async def test_reconnect_to_a_new_server_on_the_same_port(node: str, net_transport: str) -> None:
@@ -683,7 +686,7 @@ async def test_reconnect_to_a_new_server_on_the_same_port(node: str, net_transpo
 
 async def test_reconnect_gives_up_after_server_close(node: str, server_transport: str) -> None:
     # A closed server that still listens answers everything with 500: the probe
-    # "succeeds", the re-dial fails and neffos.js stops (PROTOCOL.md §3.5).
+    # "succeeds", the re-dial fails and neffos.js stops (docs/topics/protocol.md#http).
     refused = Recorder()
     async with (
         serving(server_transport, {"v1": {}}, on_upgrade_error=refused.add) as (server, listener),

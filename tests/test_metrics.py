@@ -642,6 +642,11 @@ async def test_serve_metrics_errors(tmp_path: Path,
         _, stderr = await program.finish(2)
         assert stderr.strip() == "error: --metrics-path needs --path, and another path " \
             "starting with /", stderr
+    # several workers: each would count only its own share (not supported yet)
+    async with serving(tmp_path, "app:server", "--port", "0", "--workers", "2",
+                       "--metrics-port", "0") as program:
+        _, stderr = await program.finish(2)
+        assert "cannot be used with --workers N yet" in stderr, stderr
     # the metrics port taken: one line, exit 1
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

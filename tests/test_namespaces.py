@@ -1,4 +1,7 @@
-"""Namespaces: connect/disconnect in both directions, refusals, event order (PROTOCOL.md §5)."""
+"""Namespaces: connect/disconnect in both directions, refusals, event order.
+
+Wire protocol: docs/topics/protocol.md#namespaces.
+"""
 
 from __future__ import annotations
 
@@ -243,7 +246,8 @@ async def test_close_forces_leave_and_disconnect_on_both_sides(transport: str) -
         assert of(rec, "c") == expected
         async with asyncio.timeout(5 * UNIT):
             await disconnected.wait()
-        # The server noticed the close: the same forced events, IsLocal true (§11.2).
+        # The server noticed the close: the same forced events, IsLocal true
+        # (docs/topics/protocol.md#closing).
         assert of(rec, "s") == expected
         assert server.get_total_connections() == 0
 
@@ -271,7 +275,10 @@ async def test_any_event_receives_system_events(transport: str) -> None:
 
 
 async def test_emit_from_connected_handler_arrives_after_connect(transport: str) -> None:
-    """The server's _OnNamespaceConnected may emit right after the reply (§5.1)."""
+    """The server's _OnNamespaceConnected may emit right after the reply.
+
+    Wire protocol: docs/topics/protocol.md#namespaces.
+    """
     rec = Recorder()
 
     def connected(ns: neffos.NSConn, msg: neffos.Message) -> None:

@@ -1,4 +1,4 @@
-"""Rooms: join/leave in both directions, refusals, forced leaves (PROTOCOL.md §6)."""
+"""Rooms: join/leave in both directions, refusals, forced leaves (docs/topics/protocol.md#rooms)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ async def test_client_join_and_leave(transport: str) -> None:
         assert [r.name for r in ns.get_rooms()] == ["room1"]
         assert await ns.join_room("room1") is room  # already joined: no-op
         await rec.wait_len(4)
-        # server: join + joined fire before the reply; client: after it (§6.1)
+        # server: join + joined fire before the reply; client: after it
+        # (docs/topics/protocol.md#rooms)
         assert of(rec, "s") == [(ON_ROOM_JOIN, "room1", False, False),
                                 (ON_ROOM_JOINED, "room1", False, False)]
         assert of(rec, "c") == [(ON_ROOM_JOIN, "room1", True, False),
@@ -179,7 +180,8 @@ async def test_room_emit_and_membership_filter(transport: str) -> None:
         room = await ns.join_room("r")
         assert room.emit("chat", "in room")
         await room.leave()
-        assert not room.emit("chat", "after leave")  # write check: room not joined (§7.4)
+        # write check: room not joined (docs/topics/protocol.md#write-checks)
+        assert not room.emit("chat", "after leave")
         ns.emit("chat", "no room")
         assert await got.wait_len(2) == [("r", b"in room"), ("", b"no room")]
 

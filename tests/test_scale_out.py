@@ -54,7 +54,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 def channel(kind: str, name: str) -> str:
-    """Go's channel (Redis, PROTOCOL.md §10.2) or subject (NATS, §10.3) of a name."""
+    """Go's channel (Redis) or subject (NATS) of a name (docs/topics/protocol.md#bus)."""
     return f"MyChatApp.{name}." if kind == "redis" else f"neffos.{name}"
 
 
@@ -468,7 +468,7 @@ async def test_broadcast_to_namespace_room_and_id_across_nodes(kind: str) -> Non
         kim_a = await c.dial(a, "kim")
         bob = await c.dial(b, "bob", room="lobby")
         kim_b = await c.dial(b, "kim", room="kitchen")
-        # an ID equal to the namespace name shares its channel (PROTOCOL.md §10.5)
+        # an ID equal to the namespace name shares its channel (docs/topics/protocol.md#bus)
         same = await c.dial(b, "chat")
         everyone = [alice, kim_a, bob, kim_b, same]
         await c.converge()
@@ -525,7 +525,7 @@ async def test_exclude_a_connection_across_nodes(kind: str) -> None:
         assert alice.of("chat") == []
         assert alice2.of("chat") == [item] and bob.of("chat") == [item]
 
-        # on the bus: Go's server-conn-id of the sender in field 1 (PROTOCOL.md §10.4)
+        # on the bus: Go's server-conn-id of the sender in field 1 (docs/topics/protocol.md#bus)
         ch, payload = await tap.wait(lambda i: i[1].endswith(b";not to myself"), since=mark)
         assert tap.since(mark)[0] == (ch, payload)
         assert ch == channel(kind, "chat")
@@ -594,7 +594,8 @@ async def test_ask_answered_by_a_client_on_another_node(kind: str) -> None:
         answer = await b.ask("question", "and you?", to="yolanda")
         assert answer["ok"] and answer["body"] == "yolanda: and you?"
 
-        # an error answer crosses the bus as an error (§4.6), raised by server.ask
+        # an error answer crosses the bus as an error (docs/topics/protocol.md#answers), raised by
+        # server.ask
         mark = tap.mark()
         answer = await a.ask("refuse", "please", to="bob")
         assert answer["ok"] is False and answer["error"] == "bob refuses", answer
@@ -655,7 +656,8 @@ async def test_client_bang_token_never_publishes(kind: str) -> None:
 
         mark = tap.mark()
         # Go strips a "!" at index 1 and publishes the frame to the channel named by
-        # the rest of the token (PROTOCOL.md §4.4): "M!yChatApp.chat." -> "MyChatApp.chat."
+        # the rest of the token (docs/topics/protocol.md#tokens): "M!yChatApp.chat." ->
+        # "MyChatApp.chat."
         for target in (channel(kind, "chat"), channel(kind, "bob")):
             token = target[0] + "!" + target[1:]
             attacker.send(f"{token};chat;;injected;0;0;evil")

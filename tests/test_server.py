@@ -165,7 +165,7 @@ async def test_frames_before_the_hello_are_handled_after_the_ack(net_transport: 
 
 
 async def test_only_m_completes_the_handshake(net_transport: str) -> None:
-    """A client cannot pick its own ID by sending "A<id>" (PROTOCOL.md §2.4)."""
+    """A client cannot pick its own ID by sending "A<id>" (docs/topics/protocol.md#handshake)."""
     async with environment(net_transport) as env:
         server = await env.server({"v1": {}}, id_generator=by_username)
         peer = await RawPeer.connect(env.url(server), extra_headers={"X-Username": "real"})
@@ -214,7 +214,7 @@ async def test_client_frame_with_server_markers_is_not_trusted(net_transport: st
         peer.close()
 
 
-# -- HTTP side (PROTOCOL.md §3.5) ---------------------------------------------------
+# -- HTTP side (docs/topics/protocol.md#http) ----------------------------------------
 
 
 async def test_http_rules(net_transport: str) -> None:
@@ -288,7 +288,7 @@ async def test_allowed_origins(net_transport: str) -> None:
         await ok.aclose()
 
 
-# -- broadcast (PROTOCOL.md §9) --------------------------------------------------------
+# -- broadcast (docs/topics/protocol.md#broadcast) -----------------------------------
 
 
 async def _chat_clients(env: Any, server: neffos.Server, names: list[str], rec: Recorder) -> dict[
@@ -357,7 +357,10 @@ async def test_broadcast_exclusions(transport: str) -> None:
 
 
 async def test_broadcast_batch_filtering_skips_only_the_message(transport: str) -> None:
-    """Go ends the batch at the first filtered message (§9.4); we skip only that message."""
+    """Go ends the batch at the first filtered message; we skip only that message.
+
+    Wire protocol: docs/topics/protocol.md#broadcast.
+    """
     rec = Recorder()
     async with environment(transport) as env:
         server = await env.server({"v1": {}}, id_generator=by_username)

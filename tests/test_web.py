@@ -77,10 +77,10 @@ async def test_asgi_app_serves_the_endpoint_and_the_http_rules(kind: str) -> Non
         (request,) = await rec.wait_len(1)
         # the request as neffos' own listener gives it, plus the ASGI scope
         assert request.path == "/echo" and request.query["a"] == ["1"]
-        assert request.headers.get("X-Username") == "ann"  # PROTOCOL.md §3.2
+        assert request.headers.get("X-Username") == "ann"  # docs/topics/protocol.md#url-headers
         assert request.remote_address[0] == "127.0.0.1"
         assert request.scope["type"] == "websocket" and request.native is request.scope
-        # plain HTTP at the endpoint: the rules of PROTOCOL.md §3.1
+        # plain HTTP at the endpoint: the rules of docs/topics/protocol.md#http
         status, _, _ = await exchange(host.port, plain("HEAD", "/echo"))
         assert status == 302  # neffos.js' reconnection probe
         status, headers, _ = await exchange(host.port, plain("POST", "/echo"))

@@ -1,4 +1,6 @@
-"""The HTTP side of a neffos endpoint (PROTOCOL.md §3), independent of WebSocket libraries.
+"""The HTTP side of a neffos endpoint, independent of WebSocket libraries.
+
+Wire protocol: docs/topics/protocol.md#http.
 
 :class:`HttpFront` is the asyncio protocol that owns a freshly accepted TCP
 connection: it reads the request head, answers everything that is not a
@@ -186,7 +188,7 @@ class Request:
         return f"Request({self.method} {self.target!r})"
 
 
-# -- PROTOCOL.md §3.2 ---------------------------------------------------------
+# -- headers in the URL (docs/topics/protocol.md#url-headers) -----------------------
 
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -1,4 +1,6 @@
-"""Request/response: a connection's asks, a server's asks, and their deadlines (PROTOCOL.md §4).
+"""Request/response: a connection's asks, a server's asks, and their deadlines.
+
+Wire protocol: docs/topics/protocol.md#asks.
 
 An ask writes a frame with a fresh wait token and waits for the frame that
 echoes the token. The reader resolves that future the moment the answer arrives
@@ -150,7 +152,10 @@ class Asks(OrderedProcessing):
         return self._resolve_other_answer(msg)
 
     def _may_be_answer(self, wait: str) -> bool:
-        """Whether a frame with this token can answer an ask on this side (§4.3)."""
+        """Whether a frame with this token can answer an ask on this side.
+
+        Wire protocol: docs/topics/protocol.md#tokens.
+        """
         return True
 
     def _resolve_other_answer(self, msg: Message) -> bool:
@@ -172,7 +177,7 @@ class ServerAsks:
 
     Tokens of finished asks are remembered for a while (bounded), so that a late
     or second answer is dropped instead of being dispatched as an event
-    (PROTOCOL.md §13.2 #3).
+    (docs/topics/protocol.md#differences).
     """
 
     __slots__ = ("_finished", "_pending")

@@ -74,7 +74,10 @@ class ConnBase:
         raise NotImplementedError
 
     def can_write(self, msg: Message) -> bool:
-        """Whether ``msg`` passes the write checks of PROTOCOL.md §7.4 (``conn``)."""
+        """Whether ``msg`` passes the write checks (``conn``).
+
+        Wire protocol: docs/topics/protocol.md#write-checks.
+        """
         raise NotImplementedError
 
     def _fail(self, code: int, reason: str, *, abort: bool = False) -> None:

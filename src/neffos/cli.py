@@ -11,6 +11,11 @@ Failures a user can fix (module or attribute not found, not a server, port in
 use, broker unreachable, missing extra, bad certificate) are one line on stderr
 and exit status 1; errors raised by the application's own code keep their
 traceback.
+
+With ``--workers N`` (N > 1) the command supervises N processes that share the
+port (see :mod:`neffos.workers`); each of them runs this same command with the
+hidden option ``--worker-fd``, which makes it report to the supervisor instead
+of printing its start-up lines.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import transports
+from . import transports, workers
 from .exchange.base import StackExchange
 from .listener import Listener
 from .server import Pages, Server
@@ -50,7 +55,19 @@ or `neffos serve chat:make_server`.
 Prints `listening on ws://HOST:PORT/PATH` once it listens. SIGTERM or Ctrl-C
 stops it gracefully: no new connections, every connection closed with 1001
 (going away) once what it was sending is flushed, the bus closed last, exit 0.
+
+--workers N runs N processes sharing the port (SO_REUSEPORT; Linux, macOS),
+restarts one that dies and stops them all on SIGTERM or Ctrl-C. Each worker has
+its own connections, so several workers need a bus (--redis or --nats, or a
+stack exchange set by the application) for broadcasts, rooms, to= and
+server.ask to reach every client.
 """
+
+NO_BUS = (
+    "--workers {n} needs a bus: each worker holds only its own connections, so broadcasts, "
+    "rooms, to= and server.ask would reach one worker's clients; add --redis URL or --nats URL "
+    "(or call server.use_stack_exchange() in the application)"
+)
 
 LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -100,6 +117,13 @@ def add_command(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
         help="how long a graceful shutdown may take before giving up (%(default)s)",
     )
     serve.add_argument(
+        "--workers", type=worker_count, default=1, metavar="N",
+        help="processes sharing the port; 'auto': one per core; more than 1 needs a bus "
+             "(%(default)s)",
+    )
+    # a worker of `--workers N`: its end of the supervisor's control socket
+    serve.add_argument("--worker-fd", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument(
         "--metrics-port", type=int, metavar="PORT",
         help="serve Prometheus metrics on http://HOST:PORT/metrics (0 picks a free port; "
         "needs neffos[metrics])",
@@ -110,6 +134,37 @@ def add_command(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
         "(needs --path; needs neffos[metrics])",
     )
     serve.set_defaults(run=run)
+
+
+def worker_count(text: str) -> int:
+    """``--workers``: a positive number, or ``auto`` (the cores this process may use)."""
+    if text == "auto":
+        return workers.cpu_count()
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers (or 'auto')")
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{count} workers: give 1 or more (or 'auto')")
+    return count
+
+
+def worker_command(args: argparse.Namespace, port: int, fd: int) -> list[str]:
+    """The arguments of one worker of ``args`` (after ``python -m neffos``)."""
+    command = [
+        "serve", args.app, "--host", args.host, "--port", str(port),
+        "--log-level", args.log_level, "--shutdown-timeout", str(args.shutdown_timeout),
+        "--workers", str(args.workers), "--worker-fd", str(fd),
+    ]
+    for option, value in (
+        ("--path", args.path), ("--transport", args.transport), ("--redis", args.redis),
+        ("--nats", args.nats), ("--certfile", args.certfile), ("--keyfile", args.keyfile),
+    ):
+        if value is not None:
+            command += [option, value]
+    for origin in args.allowed_origins or ():
+        command += ["--allowed-origin", origin]
+    return command
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,30 +178,55 @@ def run(args: argparse.Namespace) -> int:
         print("error: --metrics-path needs --path, and another path starting with /",
               file=sys.stderr)
         return 2
+    if args.workers > 1 and (args.metrics_port is not None or args.metrics_path):
+        print("error: --metrics-port and --metrics-path serve one process's numbers: "
+              "they cannot be used with --workers N yet", file=sys.stderr)
+        return 2
+    channel = None if args.worker_fd is None else workers.WorkerChannel(args.worker_fd)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s",
+        level=args.log_level.upper(),
+        format="%(levelname)s %(name)s: %(message)s" if channel is None else
+        "%(levelname)s %(name)s[%(process)d]: %(message)s",
         stream=sys.stderr,
     )
     try:
-        return asyncio.run(serve(args))
+        if channel is None and args.workers > 1:
+            problem = workers.reuse_port_problem()
+            if problem is not None:
+                raise CommandError(problem)
+            return asyncio.run(workers.supervise(
+                lambda port, fd: worker_command(args, port, fd), args.workers, args.host,
+                args.port, args.shutdown_timeout,
+            ))
+        return asyncio.run(serve(args, channel))
     except CommandError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if channel is not None:  # the supervisor prints it (once, for all workers)
+            channel.error(str(exc))
+        else:
+            print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a signal before the handlers were installed
         return 1
+    finally:
+        if channel is not None:
+            channel.close()
 
 
-async def serve(args: argparse.Namespace) -> int:
+async def serve(args: argparse.Namespace, channel: workers.WorkerChannel | None = None) -> int:
+    """Serve until a signal (or, for a worker, until its supervisor is gone)."""
     # The signal handlers come first: a SIGTERM right after "listening on"
     # must find them in place (it is remembered during the start-up).
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[str] = loop.create_future()
     force: asyncio.Future[str] = loop.create_future()
 
-    def on_signal(signum: int) -> None:
+    def stopping(why: str) -> None:
         target = force if stop.done() else stop
         if not target.done():
-            target.set_result(signal.Signals(signum).name)
+            target.set_result(why)
+
+    def on_signal(signum: int) -> None:
+        stopping(signal.Signals(signum).name)
 
     signals = (signal.SIGTERM, signal.SIGINT)
     for signum in signals:
@@ -154,11 +234,13 @@ async def serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(signum, on_signal, signum)
         except NotImplementedError:  # Windows: a plain handler, into the loop
             signal.signal(signum, lambda n, _: loop.call_soon_threadsafe(on_signal, n))
+    if channel is not None:  # a supervisor that exited (even killed) stops its workers
+        channel.watch(lambda: stopping("supervisor gone"))
     try:
-        server, listener = await start(args)
+        server, listener = await start(args, channel)
         exporter = await start_metrics(args, server, listener)
         try:
-            return await run_until_stopped(args, server, listener, stop, force)
+            return await run_until_stopped(args, server, listener, stop, force, channel)
         finally:
             if exporter is not None:
                 await exporter.close()
@@ -166,10 +248,17 @@ async def serve(args: argparse.Namespace) -> int:
         for signum in signals:
             with contextlib.suppress(NotImplementedError):
                 loop.remove_signal_handler(signum)
+        if channel is not None:
+            channel.unwatch()
 
 
-async def start(args: argparse.Namespace) -> tuple[Server, Listener]:
+async def start(
+    args: argparse.Namespace, channel: workers.WorkerChannel | None = None
+) -> tuple[Server, Listener]:
     """Load the server, apply the options, connect the bus and listen.
+
+    A worker (``channel``) listens with ``SO_REUSEPORT`` and tells its
+    supervisor, instead of printing ``listening on``.
 
     Raises:
         CommandError: any of it failed for a reason the user can fix.
@@ -180,6 +269,8 @@ async def start(args: argparse.Namespace) -> tuple[Server, Listener]:
         server.allowed_origins = frozenset(args.allowed_origins)
     if args.redis or args.nats:
         server.use_stack_exchange(make_exchange(args.redis, args.nats))
+    if args.workers > 1 and not server.stack_exchanges:
+        raise CommandError(NO_BUS.format(n=args.workers))
     context = tls_context(args.certfile, args.keyfile) if args.certfile else None
     try:
         await server.start()  # connects the bus
@@ -190,6 +281,8 @@ async def start(args: argparse.Namespace) -> tuple[Server, Listener]:
         raise CommandError(str(exc))
     try:
         options: dict[str, Any] = {"ssl": context} if context is not None else {}
+        if channel is not None:
+            options["reuse_port"] = True  # the port its supervisor reserved
         listener = await server.listen(
             args.host, args.port, path=args.path, transport=args.transport, pages=pages,
             **options,
@@ -201,7 +294,10 @@ async def start(args: argparse.Namespace) -> tuple[Server, Listener]:
         await server.close()
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
         raise CommandError(f"cannot listen on {args.host}:{args.port}: {reason or exc}")
-    print(f"listening on {listener.url}", flush=True)
+    if channel is not None:
+        channel.ready(listener.url)
+    else:
+        print(f"listening on {listener.url}", flush=True)
     log.info("serving %s on %s (%s)", args.app, listener.url, listener.transport)
     if args.metrics_path:
         scheme = "https" if listener.tls else "http"
@@ -254,13 +350,16 @@ async def start_metrics(
 async def run_until_stopped(
     args: argparse.Namespace, server: Server, listener: Listener,
     stop: asyncio.Future[str], force: asyncio.Future[str],
+    channel: workers.WorkerChannel | None = None,
 ) -> int:
     """Serve until ``stop`` (the first signal), then shut down; the exit status.
 
     ``force`` (a second signal) or ``--shutdown-timeout`` cut the shutdown short.
+    A worker (``channel``) leaves the ``shutting down`` line to its supervisor.
     """
     name = await stop
-    print(f"shutting down ({name})", flush=True)
+    if channel is None:
+        print(f"shutting down ({name})", flush=True)
     log.info("%s: closing %d connection(s)", name, server.get_total_connections())
     # The listener first (no new connections), then the connections with 1001
     # and then the bus (Server.close does both, in that order).
@@ -282,7 +381,8 @@ async def run_until_stopped(
         f"the shutdown deadline ({args.shutdown_timeout:g}s) passed"
     )
     dropping = f"dropping {left} connection(s)" if left else "stopping now"
-    print(f"error: {why}; {dropping}", file=sys.stderr)
+    who = "" if channel is None else f"worker {os.getpid()}: "
+    print(f"error: {who}{why}; {dropping}", file=sys.stderr)
     bus = server.bus_node
     if bus is not None:
         with contextlib.suppress(Exception):

@@ -21,6 +21,7 @@ from .handlers import ConnHandler, HandlerSpec
 from .protocol import ACK_HELLO, TokenGenerator, parse_ack
 from .transports import Connector
 from .transports.base import Receiver
+from .transports.frames import Shared
 
 __all__ = ["ClientConn", "Connector", "Dialing", "Reconnect", "dial"]
 
@@ -58,6 +59,9 @@ class _Offline:
     transport_name = "offline"
 
     def send(self, data: bytes, binary: bool) -> int:
+        raise ConnectionClosed()
+
+    def send_shared(self, shared: Shared) -> int:
         raise ConnectionClosed()
 
     def ping(self) -> None:
@@ -425,10 +429,19 @@ def dial(
             the connection is lost (not after :meth:`~Conn.close`).
         transport: ``"picows"`` (default), ``"websockets"``, ``"aiohttp"``, or a
             connector such as :func:`neffos.testing.memory_transport`.
-        max_message_size, send_buffer, max_pending_asks, max_queued_frames,
-        max_queued_bytes, max_rooms, max_room_name_length, close_timeout, ping_interval:
-        limits, as for :class:`~neffos.Server` (they bound what the server can
-        make this client hold).
+        max_message_size: the largest message accepted from the server, in
+            bytes. This and the limits below are those of
+            :class:`~neffos.Server`; here they bound what the server can make
+            this client hold.
+        send_buffer: bytes allowed to wait to be sent to the server.
+        max_pending_asks: unanswered asks allowed at once.
+        max_queued_frames: frames allowed to wait behind a busy handler or
+            before the handshake.
+        max_queued_bytes: the bytes of those frames.
+        max_rooms: rooms this client may be in (all namespaces together).
+        max_room_name_length: the longest room name accepted, in characters.
+        close_timeout: seconds a closing connection may take to flush.
+        ping_interval: seconds between heartbeat sweeps (``None``: no pings).
         ssl: the TLS context for a ``wss://`` URL, e.g. one that trusts a
             private CA (``ssl.create_default_context(cafile=...)``); ``None``:
             the default context (the system's CAs). Reconnections use it too.

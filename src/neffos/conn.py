@@ -41,7 +41,6 @@ from .errors import (
     ConnectionClosed,
     LimitExceeded,
     NeffosError,
-    RemoteError,
     Reply,
     WriteClosed,
     is_known_error,
@@ -57,7 +56,6 @@ from .protocol import (
     ON_ROOM_LEFT,
     Message,
     TokenGenerator,
-    empty_reply,
     is_binary_frame,
     serialize,
 )
@@ -68,6 +66,7 @@ if TYPE_CHECKING:
     from .config import Config, Tasks
     from .handlers import ConnHandler, EventTable
     from .transports.base import Socket
+    from .transports.frames import Shared
 
 __all__ = ["Conn", "Exclude", "Exclusion", "NSConn", "Room", "ServerAPI", "exclude"]
 
@@ -210,7 +209,7 @@ class Conn(KeyValueStore):
         return dict(self._namespaces)
 
     async def connect(self, namespace: str, *, timeout: float | None = None) -> NSConn:
-        """Connect to ``namespace`` (PROTOCOL.md §5.1, §5.2).
+        """Connect to ``namespace`` (docs/topics/protocol.md#namespaces).
 
         On a client this asks the server; on a server connection it makes the
         client connect (the client can refuse). Connecting an already connected
@@ -351,7 +350,7 @@ class Conn(KeyValueStore):
     wait_server_connect = wait_connect
 
     async def disconnect_all(self, *, timeout: float | None = None) -> None:
-        """Disconnect every connected namespace in turn (§5.5)."""
+        """Disconnect every connected namespace in turn (docs/topics/protocol.md#namespaces)."""
         if self.handler.only_native:
             return
         for ns in list(self._namespaces.values()):
@@ -410,7 +409,7 @@ class Conn(KeyValueStore):
     # -- writing ---------------------------------------------------------------
 
     def write(self, msg: Message) -> bool:
-        """Send ``msg`` as it is, after the write checks of PROTOCOL.md §7.4.
+        """Send ``msg`` as it is, after the write checks of docs/topics/protocol.md#write-checks.
 
         Returns ``False`` (and sends nothing) when the connection is closed, the
         namespace is not connected or the room not joined.
@@ -425,7 +424,7 @@ class Conn(KeyValueStore):
         return sent
 
     def can_write(self, msg: Message) -> bool:
-        """The write checks of PROTOCOL.md §7.4: namespace connected, room joined."""
+        """Namespace connected, room joined (docs/topics/protocol.md#write-checks)."""
         event = msg.event
         if event == ON_NAMESPACE_CONNECT or event == ON_NAMESPACE_DISCONNECT:
             return True
@@ -447,12 +446,27 @@ class Conn(KeyValueStore):
         try:
             pending = self.socket.send(data, binary)
         except Exception as exc:
-            self._cfg.log.debug("[%s] write failed: %r", self.id, exc)
-            self._fail(1011, "write failed", abort=True)
-            return False
+            return self._write_failed(exc)
         if pending > self._cfg.send_buffer:
             self._overflowed(pending)
         return True
+
+    def write_shared(self, shared: Shared) -> bool:
+        """:meth:`write_encoded` for one message of a broadcast (framed once for all)."""
+        if self._closed or self._preack is not None:
+            return False
+        try:
+            pending = self.socket.send_shared(shared)
+        except Exception as exc:
+            return self._write_failed(exc)
+        if pending > self._cfg.send_buffer:
+            self._overflowed(pending)
+        return True
+
+    def _write_failed(self, exc: Exception) -> bool:
+        self._cfg.log.debug("[%s] write failed: %r", self.id, exc)
+        self._fail(1011, "write failed", abort=True)
+        return False
 
     def socket_closing(self) -> None:
         """Called by the transport when it starts closing on its own (the peer's
@@ -478,22 +492,6 @@ class Conn(KeyValueStore):
             self._cfg.send_buffer,
         )
         self._fail(1008, "send buffer full", abort=True)
-
-    def _send_error_reply(self, msg: Message, err: BaseException) -> None:
-        if not str(err):
-            err = RemoteError(type(err).__name__)
-        reply = Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
-        self._cfg.stats.error_reply(self.write_encoded(serialize(reply), False))
-
-    def _send_empty_reply(self, wait: str) -> None:
-        self._cfg.stats.messages_out += self.write_encoded(empty_reply(wait), False)
-
-    def _not_connected(self, msg: Message) -> None:
-        # Go drops such frames silently and its askers hang; a tokened request
-        # gets a prompt "bad namespace" instead (PROTOCOL.md §7.3).
-        # An empty reply (no event) that came too late is not a request.
-        if msg.wait and msg.event and not msg.is_error and not msg.is_native:
-            self._send_error_reply(msg, BadNamespace())
 
     async def _request(
         self, request: Message, timeout: float | None, *, hold: bool = False
@@ -659,7 +657,7 @@ class Conn(KeyValueStore):
                 fut.set_result(None)
 
     async def _force_disconnect_all(self) -> None:
-        """Forced local events for every namespace and room, then forget them (§11.2)."""
+        """Forced leave/disconnect events, then forget it all (docs/topics/protocol.md#closing)."""
         for ns in list(self._namespaces.values()):
             if not self.handler.only_native:
                 await self._force_leave_all(ns, is_local=True)
@@ -715,7 +713,7 @@ class NSConn:
         return list(self.rooms.values())
 
     async def join_room(self, room: str, *, timeout: float | None = None) -> Room:
-        """Join ``room`` (PROTOCOL.md §6.1; on a server connection: force the client, §6.3).
+        """Join ``room`` (docs/topics/protocol.md#rooms; on a server connection: force the client).
 
         Raises:
             WriteClosed: the namespace is not connected any more.
@@ -733,7 +731,7 @@ class NSConn:
                 await room.leave(timeout=timeout)
 
     async def disconnect(self, *, timeout: float | None = None) -> None:
-        """Disconnect from the namespace (§5.3; on a server connection: force it, §5.4).
+        """Disconnect (docs/topics/protocol.md#namespaces; a server connection forces it).
 
         Raises:
             BadNamespace: not connected.
@@ -788,7 +786,7 @@ class Room:
         return ns.conn.write(Message(ns.namespace, event, body, room=self.name, set_binary=True))
 
     async def leave(self, *, timeout: float | None = None) -> None:
-        """Leave the room (§6.2; on a server connection: force the client, §6.4).
+        """Leave the room (docs/topics/protocol.md#rooms; on a server connection: force the client).
 
         Raises:
             BadRoom: the room is not joined.

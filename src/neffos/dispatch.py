@@ -2,10 +2,11 @@
 
 :meth:`Dispatcher._dispatch` is what :mod:`neffos.processing` calls for every
 message in order: system requests go to :mod:`neffos.replies`, events to their
-handler (PROTOCOL.md §7.1, §7.3). A handler's result answers the message
-(§4.6, §7.2): ``None`` sends nothing; bytes, text, :class:`~neffos.Reply` or
-any marshalable value is echoed back as the body; an exception is sent back
-as an error.
+handler. A handler's result answers the message: ``None`` sends nothing;
+bytes, text, :class:`~neffos.Reply` or any marshalable value is echoed back as
+the body; an exception is sent back as an error.
+
+Wire protocol: docs/topics/protocol.md#dispatch, #answers.
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ class Dispatcher(SystemReplies):
             self._answer(msg, result)
 
     def _answer(self, msg: Message, result: Any) -> None:
-        """Write a handler's result back as an echo of ``msg`` (PROTOCOL.md §4.6, §7.2)."""
+        """Write a handler's result back as an echo of ``msg``.
+
+        Wire protocol: docs/topics/protocol.md#answers, #dispatch.
+        """
         if msg.is_native:
             self._answer_native(msg, result)
             return
@@ -72,7 +76,7 @@ class Dispatcher(SystemReplies):
                 body = result.body
             else:
                 if msg.is_error:
-                    return  # no error ping-pong (§8.4)
+                    return  # no error ping-pong (docs/topics/protocol.md#error-texts)
                 err = result if str(result) else RemoteError(type(result).__name__)
                 reply = Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
                 self._cfg.stats.error_replies += self.write(reply)  # counted out by write()
@@ -94,8 +98,8 @@ class Dispatcher(SystemReplies):
                     reply = Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
                     self._cfg.stats.error_replies += self.write(reply)
                 return
-        # The reply is the request echoed with the new body (§4.6), written
-        # through the same checks as Conn.write but without a Message object.
+        # The reply is the request echoed with the new body (docs/topics/protocol.md#answers),
+        # written through the same checks as Conn.write but without a Message object.
         if self._closed or not self.can_write(msg):
             return
         data = frame(msg.wait, msg.namespace, msg.room, msg.event, PLAIN, body)
@@ -104,7 +108,7 @@ class Dispatcher(SystemReplies):
 
     def _answer_native(self, msg: Message, result: Any) -> None:
         # A native peer cannot read neffos frames: a reply goes back as a raw
-        # frame of the same type, an error is not sent at all (PROTOCOL.md §7.5).
+        # frame of the same type, an error is not sent at all (docs/topics/protocol.md#native).
         if isinstance(result, Reply):
             body = result.body
         elif isinstance(result, BaseException):

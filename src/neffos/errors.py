@@ -17,9 +17,9 @@ Every error raised by neffos derives from :class:`NeffosError`::
         └── HandshakeRefused    the server answered ``H<text>`` (on_connect refused)
 
 :class:`Reply` is not an error: a handler returns or raises it to answer an
-``ask`` with a body (PROTOCOL.md §8.3).
+``ask`` with a body (docs/topics/protocol.md#answers).
 
-Known errors (PROTOCOL.md §8.1): an error text received from the peer is mapped
+Known errors (docs/topics/protocol.md#error-texts): an error text received from the peer is mapped
 back to a registered exception, so ``except MyError`` works across the wire.
 The registry is process-wide on purpose (it mirrors Go's ``RegisterKnownError``);
 it is the only module-level mutable state of the package.
@@ -213,7 +213,9 @@ def _instantiate(template: Any, text: str) -> BaseException:
 
 
 def resolve_error(text: str) -> BaseException:
-    """Turn an error text received from the peer into an exception (PROTOCOL.md §8.1).
+    """Turn an error text received from the peer into an exception.
+
+    Wire protocol: docs/topics/protocol.md#error-texts.
 
     The registered errors are tried in order: a ``resolve_error`` hook that returns
     true wins, then an exact text match. Unknown texts become :class:`RemoteError`.
@@ -231,5 +233,5 @@ def resolve_error(text: str) -> BaseException:
 
 
 def error_text(err: BaseException) -> str:
-    """The text sent on the wire for ``err``; never empty (PROTOCOL.md §1.9)."""
+    """The text sent on the wire for ``err``; never empty (docs/topics/protocol.md#error-texts)."""
     return str(err) or type(err).__name__

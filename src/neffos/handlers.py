@@ -12,7 +12,7 @@ function handles each event. Accepted shapes (all interchangeable):
 A handler is ``fn(ns: NSConn, msg: Message)``, plain or ``async``. Its result:
 ``None`` sends nothing; ``bytes``/``str``/:class:`~neffos.Reply`/any other
 marshalable value answers an ``ask``; an exception (returned or raised) is sent
-back as an error (PROTOCOL.md §7.2, §4.6).
+back as an error (docs/topics/protocol.md#dispatch, #answers).
 """
 
 from __future__ import annotations
@@ -92,7 +92,10 @@ class EventTable:
         )
 
     def lookup(self, event: str) -> HandlerFn | None:
-        """The handler for ``event``: exact match, else ``_OnAnyEvent`` (§7.1)."""
+        """The handler for ``event``: exact match, else ``_OnAnyEvent``.
+
+        Wire protocol: docs/topics/protocol.md#dispatch.
+        """
         fn = self.handlers.get(event)
         return self.any if fn is None else fn
 
@@ -333,7 +336,7 @@ class ConnHandler:
         self.write_timeout = write_timeout
         root = namespaces.get("")
         self.allow_native = root is not None and ON_NATIVE_MESSAGE in root.handlers
-        # Native-only mode (PROTOCOL.md §2.5): "" is the only namespace and
+        # Native-only mode (docs/topics/protocol.md#native): "" is the only namespace and
         # _OnNativeMessage its only event.
         self.only_native = (
             self.allow_native and len(namespaces) == 1 and root is not None

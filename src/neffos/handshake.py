@@ -1,11 +1,11 @@
-"""The server side of the neffos handshake (PROTOCOL.md §2).
+"""The server side of the neffos handshake (docs/topics/protocol.md#handshake).
 
 Two things must happen before a server answers a new connection: the client's
 ``M`` frame arrives, and ``on_connect`` gives its verdict (accept or refuse).
 They come in either order. The answer is ``A<id>`` (then the frames the client
 sent before ``M`` are processed) or ``H<text>`` followed by a close. Only ``M``
 completes a handshake: a client cannot pick its ID with an ``A`` frame of its
-own (§2.4, §13.2 #8).
+own (docs/topics/protocol.md#handshake, #differences).
 
 ``on_connect`` may also call ``conn.connect()`` before returning: that *admits*
 the client at once (``A`` goes out as soon as ``M`` is there), because the
@@ -135,7 +135,8 @@ class ServerHandshake(Dispatcher):
     def _begin_handshake(self, on_connect: OnConnect | None) -> None:
         """Start the handshake of the new connection and run ``on_connect``."""
         if self.handler.only_native:
-            # Native-only mode (§2.5): no M/A exchange; "" is connected from the start.
+            # Native-only mode (docs/topics/protocol.md#native): no M/A exchange; "" is connected
+            # from the start.
             self._handshake = Handshake.OPEN_BEFORE_VERDICT
             self._add_namespace(NSConn(self, "", self.handler.namespaces[""]))
             self._start_timeouts()
@@ -164,7 +165,8 @@ class ServerHandshake(Dispatcher):
         if after in OPEN_STATES and before not in OPEN_STATES:
             self._acknowledge()
         elif after is Handshake.REFUSED:
-            # The answer to "M" is "H<text>", then the connection closes (§2.1).
+            # The answer to "M" is "H<text>", then the connection closes
+            # (docs/topics/protocol.md#handshake).
             self._stop_handshake_timer()
             self._take_early()
             refusal = ack_refused(self._refusal or "")

@@ -27,14 +27,14 @@ most one active :class:`Turn`, and a turn belongs to one task.
    and the connection starts a new one for the inbox, while the handler goes on
    waiting outside the ordering. Without this, asks nested in both directions
    (A's handler asks B, whose handler asks A) deadlock, which is what Go does
-   (PROTOCOL.md §4.7). The current task's turn is found through a context
+   (docs/topics/protocol.md#asks). The current task's turn is found through a context
    variable, so a wait in a task the handler started (``wait_for``, ``gather``)
    hands it off too. Ordering is unchanged for handlers that never wait for a
    peer.
 5. *Hold.* When the answer to our own namespace connect request arrives, the
    requester must register the namespace before the peer's next frames are
    processed: the peer may emit in the namespace right after confirming it
-   (§5.1). The requester names the token whose answer holds
+   (docs/topics/protocol.md#namespaces). The requester names the token whose answer holds
    (:meth:`OrderedProcessing._hold_on`); the reader takes the hold when it
    resolves that answer (:meth:`OrderedProcessing._answer_arrived`); the
    requester releases it (:meth:`OrderedProcessing._release`); frames wait in
@@ -152,7 +152,8 @@ class OrderedProcessing(Liveness):
         if self._last_data:  # a read timeout is running (liveness)
             self._last_data = self._loop.time()
         if msg.from_explicit or msg.from_stack_exchange:
-            # Bus-only markers: never honour them on frames from a peer (§13.2 #14).
+            # Bus-only markers: never honour them on frames from a peer
+            # (docs/topics/protocol.md#differences).
             msg.from_explicit = ""
             msg.from_stack_exchange = False
         if msg.wait and self._resolve_answer(msg):

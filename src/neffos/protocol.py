@@ -1,14 +1,15 @@
 """The neffos wire protocol, sans I/O: bytes in, messages out, and back.
 
-Nothing here does I/O or imports asyncio (a test checks it). Section numbers refer
-to PROTOCOL.md.
+Nothing here does I/O or imports asyncio (a test checks it). The protocol is
+described on the wire protocol page of the docs, docs/topics/protocol.md; the
+comments below cite its sections by their anchors (``#frames``).
 
-A neffos frame is seven ``;``-separated fields (§1.2)::
+A neffos frame is seven ``;``-separated fields (#frames)::
 
     <wait>;<namespace>;<room>;<event>;<isError>;<isNoOp>;<payload>
 
-Only namespace, room and event are escaped (``;`` <-> ``@%!semicolon@%!``, §1.3);
-the payload runs verbatim to the end of the frame.
+Only namespace, room and event are escaped (``;`` <-> ``@%!semicolon@%!``,
+#escaping); the payload runs verbatim to the end of the frame.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ __all__ = [
     "unescape",
 ]
 
-# -- constants (§0) -----------------------------------------------------------
+# -- constants (docs/topics/protocol.md#constants) ------------------------------------
 
 ON_NAMESPACE_CONNECT: Final = "_OnNamespaceConnect"
 ON_NAMESPACE_CONNECTED: Final = "_OnNamespaceConnected"
@@ -100,7 +101,7 @@ class Message:
 
     Only ``wait`` … ``body``/``err`` and the flags ``is_noop``/``set_binary``
     travel on the wire; ``to`` selects a broadcast target and the ``is_*`` flags
-    describe how the message came to be (PROTOCOL.md §7.1).
+    describe how the message came to be (docs/topics/protocol.md#dispatch).
     """
 
     __slots__ = (
@@ -224,7 +225,7 @@ def _to_bytes(body: Any) -> bytes:
     raise TypeError(f"a message body must be bytes or str, not {type(body).__name__}")
 
 
-# -- escaping (§1.3) ----------------------------------------------------------
+# -- escaping (docs/topics/protocol.md#escaping) -------------------------------------
 
 
 def escape(name: str) -> str:
@@ -237,7 +238,7 @@ def unescape(name: str) -> str:
     return name.replace(SEPARATOR_TOKEN, SEPARATOR) if SEPARATOR_TOKEN in name else name
 
 
-# -- encoding (§1.4) ----------------------------------------------------------
+# -- encoding (docs/topics/protocol.md#encoding) -------------------------------------
 
 
 #: names (namespace + room + event) longer than this are encoded without the
@@ -257,10 +258,10 @@ _cached_header = functools.lru_cache(maxsize=4096)(_encode_header)
 
 
 def serialize(msg: Message) -> bytes:
-    """Encode ``msg`` as the bytes of one frame (PROTOCOL.md §1.4).
+    """Encode ``msg`` as the bytes of one frame (docs/topics/protocol.md#encoding).
 
     The error text is written as ``str(msg.err)``, even when empty, exactly like Go;
-    the engine makes sure it never sends an empty error text (§1.9).
+    the engine makes sure it never sends an empty error text (docs/topics/protocol.md#error-texts).
 
     Raises:
         ValueError: the message has both a wait token and ``from_explicit``.
@@ -311,7 +312,7 @@ def is_binary_frame(data: bytes, set_binary: bool) -> bool:
     """Whether the frame ``data`` must be sent as a binary WebSocket message.
 
     Binary when the sender asked for it, and also when the bytes are not valid
-    UTF-8: a text frame never carries invalid UTF-8 (PROTOCOL.md §1.8).
+    UTF-8: a text frame never carries invalid UTF-8 (docs/topics/protocol.md#text-and-binary).
     """
     if set_binary:
         return True
@@ -324,7 +325,7 @@ def is_binary_frame(data: bytes, set_binary: bool) -> bool:
     return False
 
 
-# -- decoding (§1.5) ----------------------------------------------------------
+# -- decoding (docs/topics/protocol.md#decoding) -------------------------------------
 
 
 def _decode(b: bytes) -> str:
@@ -338,7 +339,7 @@ def parse(
     allow_native: bool = False,
     only_native: bool = False,
 ) -> Message:
-    """Decode one frame with Go's rules (PROTOCOL.md §1.5).
+    """Decode one frame with Go's rules (docs/topics/protocol.md#decoding).
 
     Never raises on bad input: an undecodable frame comes back with
     ``is_invalid`` set.
@@ -410,21 +411,30 @@ def _native(msg: Message, data: bytes) -> Message:
     return msg
 
 
-# -- wait tokens (§4) ---------------------------------------------------------
+# -- wait tokens (docs/topics/protocol.md#asks) --------------------------------------
 
 
 def is_wait_on_server(wait: str) -> bool:
-    """Whether a server connection treats ``wait`` as a possible answer (§4.3)."""
+    """Whether a server connection treats ``wait`` as a possible answer.
+
+    Wire protocol: docs/topics/protocol.md#tokens.
+    """
     return bool(wait) and wait[0] != CLIENT_WAIT_PREFIX
 
 
 def is_wait_on_client(wait: str) -> bool:
-    """Whether a client connection treats ``wait`` as a possible answer (§4.3)."""
+    """Whether a client connection treats ``wait`` as a possible answer.
+
+    Wire protocol: docs/topics/protocol.md#tokens.
+    """
     return bool(wait)
 
 
 def bus_token(token: str) -> str:
-    """Go's token for a ``Server.ask`` over a bus: the first byte plus 33 (§4.5)."""
+    """Go's token for a ``Server.ask`` over a bus: the first byte plus 33.
+
+    Wire protocol: docs/topics/protocol.md#bus-asks.
+    """
     return chr(ord(token[0]) + 33) + token[1:]
 
 
@@ -432,7 +442,7 @@ class TokenGenerator:
     """Unique, Go-shaped wait tokens: decimal nanoseconds, strictly increasing.
 
     Clock-based like the originals (so tokens look the same on the wire), but a
-    counter guarantees uniqueness even within one clock tick (§4.4).
+    counter guarantees uniqueness even within one clock tick (docs/topics/protocol.md#tokens).
     """
 
     __slots__ = ("_last", "_prefix")
@@ -449,7 +459,7 @@ class TokenGenerator:
         return self._prefix + str(now)
 
 
-# -- acknowledgement frames (§2) ----------------------------------------------
+# -- acknowledgement frames (docs/topics/protocol.md#handshake) ----------------------
 
 
 def ack_ok(conn_id: str) -> bytes:

@@ -1,11 +1,13 @@
-"""The connections of one server, their indexes, and delivery of broadcasts (PROTOCOL.md §9).
+"""The connections of one server, their indexes, and delivery of broadcasts.
+
+Wire protocol: docs/topics/protocol.md#broadcast.
 
 Three indexes find the audience of a message without scanning every
 connection: ID -> connections, namespace -> connections, and (namespace, room)
 -> connections. A broadcast encodes each message once and writes the same bytes
 to each connection it targets, so its cost follows the audience, not the
 number of connections. A message filtered out for one connection never hides
-the next ones (Go's batch early-exit, §9.4, is not reproduced).
+the next ones (Go's batch early-exit, docs/topics/protocol.md#broadcast, is not reproduced).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .protocol import (
     serialize,
 )
 from .stats import Counters
+from .transports.frames import Shared
 
 __all__ = ["BusInterest", "Index", "Registry", "exclusion"]
 
@@ -184,7 +187,7 @@ class Registry:
 
         ``to`` selects an ID (checked per connection: namespace connected, room
         joined); connect/disconnect requests go to everyone; a room message to
-        its room; anything else to the namespace (§9.2).
+        its room; anything else to the namespace (docs/topics/protocol.md#broadcast).
         """
         if msg.to:
             return _members(self.by_id, msg.to), True
@@ -218,7 +221,8 @@ class Registry:
         if msg.wait != wait or msg.from_explicit:
             msg = msg.copy(wait=wait, from_explicit="")
         data = serialize(msg)
-        binary = is_binary_frame(data, msg.set_binary)
+        # One message for all: a server socket builds its frame once (frames.py).
+        shared = Shared(data, is_binary_frame(data, msg.set_binary))
         sent = 0
         for conn in targets:
             if (
@@ -230,10 +234,10 @@ class Registry:
             if seen is not None:
                 if conn in seen:
                     continue
-                if conn.write_encoded(data, binary):
+                if conn.write_shared(shared):
                     seen.add(conn)
                     sent += 1
-            elif conn.write_encoded(data, binary):
+            elif conn.write_shared(shared):
                 sent += 1
         self.stats.messages_out += sent
         return sent

@@ -1,4 +1,6 @@
-"""Answers to the peer's system requests: connect, disconnect, join and leave (PROTOCOL.md §5, §6).
+"""Answers to the peer's system requests: connect, disconnect, join and leave.
+
+Wire protocol: docs/topics/protocol.md#namespaces, #rooms.
 
 A system request carries a wait token; the answer is an empty reply (accepted)
 or an error reply (refused by the local ``_OnNamespaceConnect``,
@@ -10,7 +12,7 @@ events fire around the change exactly as in Go; what a client may not refuse
 from __future__ import annotations
 
 from .conn import Conn, NSConn
-from .errors import BadNamespace
+from .errors import BadNamespace, RemoteError
 from .protocol import (
     ON_NAMESPACE_CONNECT,
     ON_NAMESPACE_CONNECTED,
@@ -20,6 +22,8 @@ from .protocol import (
     ON_ROOM_LEAVE,
     ON_ROOM_LEFT,
     Message,
+    empty_reply,
+    serialize,
 )
 
 __all__ = ["SYSTEM_REQUESTS", "SystemReplies"]
@@ -35,10 +39,26 @@ class SystemReplies(Conn):
 
     __slots__ = ()
 
+    def _send_error_reply(self, msg: Message, err: BaseException) -> None:
+        if not str(err):
+            err = RemoteError(type(err).__name__)
+        reply = Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
+        self._cfg.stats.error_reply(self.write_encoded(serialize(reply), False))
+
+    def _send_empty_reply(self, wait: str) -> None:
+        self._cfg.stats.messages_out += self.write_encoded(empty_reply(wait), False)
+
+    def _not_connected(self, msg: Message) -> None:
+        # Go drops such frames silently and its askers hang; a tokened request
+        # gets a prompt "bad namespace" instead (docs/topics/protocol.md#dispatch).
+        # An empty reply (no event) that came too late is not a request.
+        if msg.wait and msg.event and not msg.is_error and not msg.is_native:
+            self._send_error_reply(msg, BadNamespace())
+
     def _is_system_request(self, msg: Message) -> bool:
         event = msg.event
         # neffos.js leaveAll() sends _OnRoomLeft with a token instead of
-        # _OnRoomLeave (PROTOCOL.md §6.5): a server answers it as a leave.
+        # _OnRoomLeave (docs/topics/protocol.md#rooms): a server answers it as a leave.
         return event in SYSTEM_REQUESTS or (
             event == ON_ROOM_LEFT and not self.is_client and bool(msg.wait)
         )
@@ -98,7 +118,7 @@ class SystemReplies(Conn):
             self._send_empty_reply(wait)
             return
         if self.is_client:
-            # A client cannot refuse a server's disconnect (§5.4).
+            # A client cannot refuse a server's disconnect (docs/topics/protocol.md#namespaces).
             await self._force_leave_all(ns, is_local=False)
             self._remove_namespace(ns)
             self._send_empty_reply(wait)
@@ -144,7 +164,8 @@ class SystemReplies(Conn):
             return
         leave = Message(ns.namespace, ON_ROOM_LEAVE, room=msg.room)
         err = await self._fire(ns, leave)
-        if err is not None and not self.is_client:  # a client cannot refuse (§6.4)
+        # a client cannot refuse (docs/topics/protocol.md#rooms)
+        if err is not None and not self.is_client:
             self._send_error_reply(msg, err)
             return
         self._remove_room(ns, room)

@@ -134,7 +134,8 @@ class ServerConn(ServerHandshake):
     # -- answers: asks of this connection, then the server's and the bus's -----------
 
     def _may_be_answer(self, wait: str) -> bool:
-        return wait[0] != "$"  # "$..." tokens are the client's own asks (§4.3)
+        # "$..." tokens are the client's own asks (docs/topics/protocol.md#tokens)
+        return wait[0] != "$"
 
     def _resolve_other_answer(self, msg: Message) -> bool:
         server = self._server
@@ -504,7 +505,7 @@ class Server:
         if self._bus is not None:
             await self._bus.close()
 
-    # -- HTTP side (PROTOCOL.md §3.1) ----------------------------------------------
+    # -- HTTP side (docs/topics/protocol.md#http) -------------------------------------
 
     def _route(self, request: Request, path: str | None) -> HttpAnswer | None:
         if path is not None and request.path != path:
@@ -637,7 +638,7 @@ class Server:
         if pending:
             await asyncio.gather(*pending)
 
-    # -- broadcast (PROTOCOL.md §9) ------------------------------------------------
+    # -- broadcast (docs/topics/protocol.md#broadcast) --------------------------------
 
     def broadcast(self, exclude: Exclusion, *messages: Message) -> None:
         """Send messages to every connection they target.
@@ -650,7 +651,7 @@ class Server:
 
         Delivery never waits for a slow client, each message is encoded once,
         and a message filtered out for a connection never hides the next ones
-        (unlike Go, PROTOCOL.md §9.4).
+        (unlike Go, docs/topics/protocol.md#broadcast).
         """
         ex_conn, ex_id = exclusion(exclude)
         write = self._registry.write_to_targets
@@ -663,7 +664,7 @@ class Server:
             if bus is not None:
                 bus.publish(msg, ours, ex_id, "")
 
-    # -- server ask (PROTOCOL.md §4.7) -----------------------------------------------
+    # -- server ask (docs/topics/protocol.md#asks) ------------------------------------
 
     async def ask(
         self, msg: Message, *, timeout: float | None = None, to: str | None = None
@@ -683,7 +684,8 @@ class Server:
         bus = self._bus
         token = self._tokens()
         if bus is not None:
-            token = bus_token(token)  # Go's shape for asks over a bus (§4.5)
+            # Go's shape for asks over a bus (docs/topics/protocol.md#bus-asks)
+            token = bus_token(token)
         fut = self._asks.open(token)
         stats = self._stats
         stats.asks_sent += 1

@@ -5,7 +5,7 @@ number of them); all the neffos logic — which channels a node needs, routing
 received frames to local connections, exclusions, asks across nodes — lives in
 :class:`neffos.exchange.node.BusNode`, once for every broker.
 
-Channel names and payloads are those of Go neffos (PROTOCOL.md §10), so Go and
+Channel names and payloads are those of Go neffos (docs/topics/protocol.md#bus), so Go and
 Python nodes can share a bus.
 """
 
@@ -53,7 +53,7 @@ class StackExchange(abc.ABC):
     def __init__(self) -> None:
         self.stats = ExchangeStats()
 
-    # -- names (PROTOCOL.md §10.2, §10.3) --------------------------------------------
+    # -- names (docs/topics/protocol.md#bus) ------------------------------------------
 
     @abc.abstractmethod
     def namespace_channel(self, namespace: str) -> str | None:

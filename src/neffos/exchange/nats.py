@@ -1,6 +1,6 @@
 """Scale-out over NATS (nats-py), compatible with Go neffos.
 
-Subjects (PROTOCOL.md §10.3): ``<prefix>.<namespace>`` and ``<prefix>.<id>``
+Subjects (docs/topics/protocol.md#bus): ``<prefix>.<namespace>`` and ``<prefix>.<id>``
 (default prefix ``neffos``), and the bare ask token for ``Server.ask`` answers.
 Payloads are raw neffos frames.
 
@@ -89,7 +89,7 @@ class NatsStackExchange(StackExchange):
     def _subject(self, name: str) -> str | None:
         if not name:
             # "<prefix>." is not a valid subject: Go ignores the error and never
-            # delivers; we say it once (PROTOCOL.md §10.3).
+            # delivers; we say it once (docs/topics/protocol.md#bus).
             if "" not in self._warned:
                 self._warned.add("")
                 log.warning("NATS cannot carry messages of the namespace or ID \"\"")

@@ -1,6 +1,6 @@
 """The node side of scale-out: one BusNode per Server, over one or more exchanges.
 
-What it does (PROTOCOL.md §10, §15.3), and how it differs from Go neffos:
+What it does (docs/topics/protocol.md#bus), and how it differs from Go neffos:
 
 * **Subscriptions per node, not per connection.** A node subscribes once to the
   channel of every namespace that has local connections and of every local
@@ -160,7 +160,10 @@ class BusNode:
                     del self._forwarded[token]
 
     def server_conn_id(self, conn: Conn) -> str:
-        """Go's server-conn-id: ``neffos(0x<node>(<id>0x<address>))`` (§3.3)."""
+        """Go's server-conn-id: ``neffos(0x<node>(<id>0x<address>))``.
+
+        Wire protocol: docs/topics/protocol.md#ids.
+        """
         return f"{SERVER_CONN_ID_PREFIX}{self.node_id}({conn.id}{id(conn):#x}))"
 
     def _local_conn(self, sid: str) -> Conn | None:
@@ -246,7 +249,8 @@ class BusNode:
         else:
             from_explicit = ""
         if wait:
-            from_explicit = ""  # a tokened frame cannot carry an exclusion (§1.4)
+            # a tokened frame cannot carry an exclusion (docs/topics/protocol.md#encoding)
+            from_explicit = ""
         payload = serialize(msg.copy(wait=wait, from_explicit=from_explicit, set_binary=False))
         for link in self.links:
             exchange = link.exchange
@@ -281,7 +285,9 @@ class BusNode:
                 link.exchange.unsubscribe_now(channel)
 
     def answer_forwarded(self, msg: Message, conn: Conn) -> bool:
-        """Publish ``conn``'s answer to a bus ask this node forwarded to it (§4.5).
+        """Publish ``conn``'s answer to a bus ask this node forwarded to it.
+
+        Wire protocol: docs/topics/protocol.md#bus-asks.
 
         Each connection that received the request answers once; anything else
         with that token is an ordinary message.
@@ -368,7 +374,7 @@ class BusNode:
         if route.namespace is not None:
             local.write_to_targets(msg, ex_conn, ex_id, msg.wait, seen)
         if route.conn_id is not None:
-            # An ID that equals a namespace name shares its channel (§10.5): the
-            # union is reached once, not each connection twice as Go does.
+            # An ID that equals a namespace name shares its channel (docs/topics/protocol.md#bus):
+            # the union is reached once, not each connection twice as Go does.
             msg.to = route.conn_id
             local.write_to_targets(msg, ex_conn, ex_id, msg.wait, seen)

@@ -1,6 +1,6 @@
 """Scale-out over Redis pub/sub (redis-py asyncio), compatible with Go neffos.
 
-Channel names (PROTOCOL.md §10.2): ``<prefix>.<namespace>.`` and
+Channel names (docs/topics/protocol.md#bus): ``<prefix>.<namespace>.`` and
 ``<prefix>.<id>.`` (pattern subscriptions, as Go), and the bare ask token for
 ``Server.ask`` answers (plain subscription). Payloads are raw neffos frames.
 
@@ -68,7 +68,9 @@ class RedisStackExchange(StackExchange):
         cluster_addresses: seed nodes of a Redis Cluster; classic pub/sub is
             cluster-wide, so the node talks to the first seed that answers (and
             moves on to the next one when it fails).
-        password, username, db: authentication and database.
+        password: the password of the Redis server or user.
+        username: the Redis user (ACL), with ``password``.
+        db: the database number.
         dial_timeout: seconds to connect (and to wait for a command).
         pool_size: connections allowed in the publishing pool.
         channel_prefix: the prefix every node of the application must share

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import struct
 from ssl import SSLContext
 from typing import Any
 
@@ -29,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .._http import Headers, Request, serve_front
 from ..errors import DialError
 from .base import Endpoint, QuietLog, Receiver, peer_of, tls_failure
+from .frames import OP_BINARY, OP_PING, OP_PONG, OP_TEXT, Outbox, Shared, data_frame, encode
 from .messages import FRAGMENT_COST, close_reason, is_valid_close_code, is_valid_utf8
 
 NAME = "aiohttp"
@@ -37,28 +36,7 @@ _log = QuietLog(logging.getLogger("neffos.transports.aiohttp"), {})
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _ENDED = frozenset({WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR})
-_OP_TEXT, _OP_BINARY, _OP_PING, _OP_PONG = 0x1, 0x2, 0x9, 0xA
-
-
-def frame(opcode: int, payload: bytes, masked: bool) -> bytes:
-    """One final WebSocket frame (RFC 6455 §5.2); clients mask theirs (§5.3)."""
-    size = len(payload)
-    mask_bit = 0x80 if masked else 0
-    if size < 126:
-        header = bytes((0x80 | opcode, mask_bit | size))
-    elif size < 1 << 16:
-        header = struct.pack("!BBH", 0x80 | opcode, mask_bit | 126, size)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, mask_bit | 127, size)
-    if not masked:
-        return header + payload
-    key = os.urandom(4)
-    if not size:
-        return header + key
-    # XOR with the repeated key, done on two big integers (in C, not per byte).
-    keys = (key * (size // 4 + 1))[:size]
-    body = int.from_bytes(payload, "big") ^ int.from_bytes(keys, "big")
-    return header + key + body.to_bytes(size, "big")
+_OP_TEXT, _OP_BINARY, _OP_PING, _OP_PONG = OP_TEXT, OP_BINARY, OP_PING, OP_PONG
 
 
 class AiohttpSocket:
@@ -147,18 +125,26 @@ class AiohttpSocket:
         transport = self._transport
         if transport is None or self._ws.closed or transport.is_closing():
             raise ConnectionResetError("the WebSocket is closed")
-        transport.write(frame(opcode, payload, self._masked))
+        self._write_queued()
+        transport.write(encode(opcode, payload, self._masked))
         return int(transport.get_write_buffer_size())
 
     def send(self, data: bytes, binary: bool) -> int:
         return self._write(_OP_BINARY if binary else _OP_TEXT, data)
 
+    def send_shared(self, shared: Shared) -> int:
+        return self.send(shared.data, shared.binary)
+
     def ping(self) -> None:
         self._write(_OP_PING, b"")
+
+    def _write_queued(self) -> None:
+        pass  # the server side batches (AiohttpServerSocket)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         if self._closing is not None or self._ws.closed:
             return
+        self._write_queued()
         self._closing = asyncio.get_running_loop().create_task(
             self._ws.close(code=code, message=close_reason(reason))
         )
@@ -170,6 +156,34 @@ class AiohttpSocket:
     @property
     def remote_address(self) -> tuple[str, int] | None:
         return self.request.remote_address if self.request is not None else None
+
+
+class AiohttpServerSocket(AiohttpSocket):
+    """The server side: data frames built by neffos (once per broadcast) and
+    written once per loop turn (:mod:`neffos.transports.frames`)."""
+
+    __slots__ = ("_outbox",)
+
+    def __init__(self, ws: Any, request: Request, transport: asyncio.BaseTransport) -> None:
+        super().__init__(ws, request, transport)
+        self._outbox = Outbox(transport)
+
+    def send(self, data: bytes, binary: bool) -> int:
+        if self._ws.closed:
+            raise ConnectionResetError("the WebSocket is closed")
+        return self._outbox.queue(data_frame(data, binary))
+
+    def send_shared(self, shared: Shared) -> int:
+        if self._ws.closed:
+            raise ConnectionResetError("the WebSocket is closed")
+        return self._outbox.queue(shared.frame())
+
+    def _write_queued(self) -> None:
+        self._outbox.write_out()
+
+    def abort(self) -> None:
+        self._outbox.drop()
+        super().abort()
 
 
 # -- server ---------------------------------------------------------------------------
@@ -223,7 +237,11 @@ async def serve_websocket(
         await ws.prepare(http_request)
     except OSError:  # ConnectionError and aiohttp's ClientConnectionResetError too
         return web.Response()  # the client left before the 101: nothing to log
-    sock = AiohttpSocket(ws, request, transport)
+    sock = (
+        AiohttpSocket(ws, request, transport)
+        if transport is None
+        else AiohttpServerSocket(ws, request, transport)
+    )
     endpoint.accept(sock)
     await sock.read_loop()
     return ws

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 from .._http import Headers, Request, handshake_problem, header_text, plain_text
 from .base import Endpoint, Receiver
+from .frames import Shared
 
 __all__ = ["ASGIApp", "ASGISocket", "request_of"]
 
@@ -172,6 +173,9 @@ class ASGISocket:
             self._write_loop(step, waiting, size)
         )
         return self._pending
+
+    def send_shared(self, shared: Shared) -> int:
+        return self.send(shared.data, shared.binary)
 
     def ping(self) -> None:
         # The ASGI server pings on its own and drops dead peers; ASGI gives an
@@ -429,7 +433,7 @@ class ASGIApp:
                 return
 
     async def _http(self, scope: Scope, send: Send) -> None:
-        """A plain HTTP request at the endpoint: the rules of PROTOCOL.md §3.1."""
+        """A plain HTTP request at the endpoint: the rules of docs/topics/protocol.md#http."""
         request = request_of(scope)
         answer = self._endpoint.route(request) or handshake_problem(request)
         if answer is None:  # the ASGI server passed an upgrade as HTTP: it lacks WebSockets

@@ -7,7 +7,7 @@
 * :class:`Receiver` is what a socket reports to (a connection): every data
   message, every pong, flow control, and the end of the socket, once.
 * :class:`Endpoint` is what the server side of a transport serves: it routes
-  HTTP requests (the rules of PROTOCOL.md §3) and accepts opened WebSockets.
+  HTTP requests (the rules of docs/topics/protocol.md#http) and accepts opened WebSockets.
   Servers make endpoints (:meth:`neffos.Server.endpoint`); transports never
   see the server itself.
 """
@@ -23,6 +23,7 @@ from .._http import Router
 
 if TYPE_CHECKING:
     from .._http import Request
+    from .frames import Shared
 
 __all__ = ["Endpoint", "QuietLog", "Receiver", "Socket", "peer_of", "tls_failure"]
 
@@ -72,6 +73,11 @@ class Socket(Protocol):
 
     def send(self, data: bytes, binary: bool) -> int:
         """Queue one data message; return the number of bytes not yet written out."""
+        ...
+
+    def send_shared(self, shared: Shared) -> int:
+        """:meth:`send` for a message that many sockets send (a broadcast): a
+        server socket that frames its own messages takes the shared frame."""
         ...
 
     def ping(self) -> None:

@@ -10,6 +10,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from .base import Receiver
+from .frames import Shared
 
 if TYPE_CHECKING:
     from .._http import Request
@@ -40,6 +41,9 @@ class MemorySocket:
         if peer is not None:
             self._loop.call_soon(peer._receive, bytes(data), binary)
         return 0
+
+    def send_shared(self, shared: Shared) -> int:
+        return self.send(shared.data, shared.binary)
 
     def _receive(self, data: bytes, binary: bool) -> None:
         receiver = self.receiver

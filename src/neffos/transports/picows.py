@@ -1,7 +1,7 @@
 """The default transport: picows (a fast WebSocket library written in Cython).
 
 The server side accepts TCP connections with :class:`neffos._http.HttpFront`
-(which implements the HTTP rules of PROTOCOL.md §3) and hands upgrade requests
+(which implements the HTTP rules of docs/topics/protocol.md#http) and hands upgrade requests
 over to picows' protocol; the client side uses ``picows.ws_connect``.
 """
 
@@ -35,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - picows is a dependency
 from .._http import Request, canonical_upgrade_head, serve_front
 from ..errors import DialError
 from .base import Endpoint, QuietLog, Receiver, peer_of, tls_failure
+from .frames import Outbox, Shared, data_frame
 from .messages import Assembler, ProtocolViolation, close_reason, is_valid_close_code
 
 if TYPE_CHECKING:
@@ -60,7 +61,8 @@ async def _quietly(disconnected: Awaitable[None]) -> None:
 
 
 class PicowsSocket(WSListener):
-    """A neffos Socket on top of a picows connection."""
+    """A neffos Socket on top of a picows connection (the client side: picows
+    masks and writes every frame; :class:`PicowsServerSocket` batches)."""
 
     __slots__ = (
         "_assembler",
@@ -101,6 +103,7 @@ class PicowsSocket(WSListener):
             for message in (transport.request, transport.response):
                 with contextlib.suppress(AttributeError, TypeError):
                     message.headers = None  # type: ignore[assignment]
+            self._opened(transport)
             self._endpoint.accept(self)
         else:
             # picows keeps a client's protocol error for wait_disconnected();
@@ -133,6 +136,7 @@ class PicowsSocket(WSListener):
             elif msg_type is _PING:
                 # Answered here, not by picows, so that pongs count against
                 # send_buffer like everything else we write.
+                self._write_queued()
                 transport.send_pong(frame.get_payload_as_bytes())
                 receiver = self.receiver
                 if receiver is not None:
@@ -155,6 +159,7 @@ class PicowsSocket(WSListener):
             raise ProtocolViolation(1002, f"invalid close code {code.value}")
         self._closing_on_our_own()
         if not transport.is_close_frame_sent:
+            self._write_queued()
             transport.send_close(code if frame.payload_size else WSCloseCode.OK)
         transport.disconnect()
 
@@ -183,14 +188,19 @@ class PicowsSocket(WSListener):
         self._send(_BINARY if binary else _TEXT, data)
         return self._buffered()  # type: ignore[no-any-return]
 
+    def send_shared(self, shared: Shared) -> int:
+        return self.send(shared.data, shared.binary)
+
     def ping(self) -> None:
         if self._ws is not None:
+            self._write_queued()
             self._ws.send_ping()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         self._close_now(code if is_valid_close_code(code) else 1000, reason)
 
     def abort(self) -> None:
+        self._drop_queued()
         ws = self._ws
         if ws is not None and not ws.is_disconnected:
             ws.disconnect(graceful=False)
@@ -200,8 +210,20 @@ class PicowsSocket(WSListener):
         if ws is None or ws.is_disconnected:
             return
         if not ws.is_close_frame_sent:
+            self._write_queued()
             ws.send_close(WSCloseCode(code), close_reason(reason))
         ws.disconnect()
+
+    # -- the server side's batching (no-ops here) -------------------------------------
+
+    def _opened(self, transport: WSTransport) -> None:
+        pass
+
+    def _write_queued(self) -> None:
+        pass
+
+    def _drop_queued(self) -> None:
+        pass
 
     @property
     def remote_address(self) -> tuple[str, int] | None:
@@ -212,6 +234,36 @@ class PicowsSocket(WSListener):
         handshake = self._ws.close_handshake if self._ws is not None else None
         info = None if handshake is None else handshake.recv or handshake.sent
         return None if info is None else int(info.code.value)
+
+
+class PicowsServerSocket(PicowsSocket):
+    """The server side: frames built by neffos (once per broadcast, see
+    :mod:`neffos.transports.frames`) and written once per loop turn, straight
+    to the TCP transport under picows."""
+
+    __slots__ = ("_outbox",)
+
+    def __init__(self, request: Request, max_size: int, endpoint: Endpoint) -> None:
+        super().__init__(request, max_size, endpoint)
+        self._outbox: Outbox | None = None
+
+    def _opened(self, transport: WSTransport) -> None:
+        outbox = self._outbox = Outbox(transport.underlying_transport)
+        self._buffered = outbox.waiting
+
+    def send(self, data: bytes, binary: bool) -> int:
+        return self._outbox.queue(data_frame(data, binary))  # type: ignore[union-attr]
+
+    def send_shared(self, shared: Shared) -> int:
+        return self._outbox.queue(shared.frame())  # type: ignore[union-attr]
+
+    def _write_queued(self) -> None:
+        if self._outbox is not None:
+            self._outbox.write_out()
+
+    def _drop_queued(self) -> None:
+        if self._outbox is not None:
+            self._outbox.drop()
 
 
 # -- server -------------------------------------------------------------------------
@@ -227,7 +279,7 @@ def upgrade(
     """Hand a TCP connection whose request head HttpFront read over to picows."""
     request.remote_address = peer_of(transport)
     max_size = endpoint.max_message_size
-    sock = PicowsSocket(request, max_size, endpoint)
+    sock = PicowsServerSocket(request, max_size, endpoint)
     subprotocol = endpoint.subprotocol(request)
 
     def factory(_upgrade_request: Any) -> Any:

@@ -19,6 +19,7 @@ try:
     from websockets.frames import Opcode
     from websockets.http11 import Request as WSRequest
     from websockets.http11 import Response as WSResponse
+    from websockets.protocol import State
     from websockets.server import ServerProtocol
     from websockets.typing import Subprotocol
     from websockets.uri import parse_uri
@@ -30,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .._http import Headers, Request, http_response, plain_text, serve_front
 from ..errors import DialError
 from .base import Endpoint, QuietLog, Receiver, peer_of, tls_failure
+from .frames import Outbox, Shared, data_frame
 from .messages import Assembler, ProtocolViolation, close_reason
 
 NAME = "websockets"
@@ -38,6 +40,7 @@ _log = QuietLog(logging.getLogger("neffos.transports.websockets"), {})
 _TEXT = Opcode.TEXT
 _BINARY = Opcode.BINARY
 _CONT = Opcode.CONT
+_OPEN = State.OPEN
 _PING = Opcode.PING
 _PONG = Opcode.PONG
 
@@ -120,7 +123,10 @@ class WebsocketsSocket(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
-        for chunk in self._proto.data_to_send():
+        chunks = self._proto.data_to_send()
+        if chunks:
+            self._write_queued()  # what neffos queued goes first
+        for chunk in chunks:
             if chunk:
                 transport.write(chunk)
             else:  # end of stream: the protocol wants the TCP connection closed
@@ -190,6 +196,12 @@ class WebsocketsSocket(asyncio.Protocol):
             transport.write(chunk)
         return transport.get_write_buffer_size()
 
+    def send_shared(self, shared: Shared) -> int:
+        return self.send(shared.data, shared.binary)
+
+    def _write_queued(self) -> None:
+        pass  # the server side batches (WebsocketsServerSocket)
+
     def ping(self) -> None:
         try:
             self._proto.send_ping(b"")
@@ -221,6 +233,41 @@ class WebsocketsSocket(asyncio.Protocol):
         return None if frame is None else int(frame.code)
 
 
+class WebsocketsServerSocket(WebsocketsSocket):
+    """The server side: data frames built by neffos (once per broadcast) and
+    written once per loop turn (:mod:`neffos.transports.frames`); websockets
+    still writes the control frames, after what was queued."""
+
+    __slots__ = ("_outbox",)
+
+    def __init__(self, proto: ServerProtocol, request: Request, max_size: int) -> None:
+        super().__init__(proto, request, max_size)
+        self._outbox: Outbox | None = None
+
+    def start_batching(self, transport: asyncio.Transport) -> None:
+        """The handshake is answered: data frames are batched from now on."""
+        self._outbox = Outbox(transport)
+
+    def send(self, data: bytes, binary: bool) -> int:
+        if self._proto.state is not _OPEN:
+            raise ConnectionResetError("the WebSocket is closed")
+        return self._outbox.queue(data_frame(data, binary))  # type: ignore[union-attr]
+
+    def send_shared(self, shared: Shared) -> int:
+        if self._proto.state is not _OPEN:
+            raise ConnectionResetError("the WebSocket is closed")
+        return self._outbox.queue(shared.frame())  # type: ignore[union-attr]
+
+    def _write_queued(self) -> None:
+        if self._outbox is not None:
+            self._outbox.write_out()
+
+    def abort(self) -> None:
+        if self._outbox is not None:
+            self._outbox.drop()
+        super().abort()
+
+
 # -- server ----------------------------------------------------------------------------
 
 
@@ -240,7 +287,7 @@ def upgrade(
         logger=_log,
         subprotocols=None if subprotocol is None else [Subprotocol(subprotocol)],
     )
-    sock = WebsocketsSocket(proto, request, max_size)
+    sock = WebsocketsServerSocket(proto, request, max_size)
     transport.set_protocol(sock)
     sock.connection_made(transport)
     proto.receive_data(head)
@@ -258,6 +305,7 @@ def upgrade(
     if response.status_code != 101:
         transport.close()
         return
+    sock.start_batching(transport)
     endpoint.accept(sock)
     sock._handle(events[1:])  # frames that came with the head
 

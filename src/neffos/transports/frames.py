@@ -1,0 +1,218 @@
+"""WebSocket frames built by neffos, and server writes batched per loop turn.
+
+Two things make fan-out cheap, and both live here:
+
+* **A frame is built once.** A server's frames are not masked (RFC 6455 §5.1),
+  so the bytes of one broadcast are the same for every receiver. A broadcast
+  wraps its message in a :class:`Shared`, whose :meth:`Shared.frame` builds the
+  WebSocket frame the first time a socket asks for it; every other receiving
+  socket queues the very same ``bytes`` object.
+* **One write per connection per loop turn.** A server socket does not write
+  each frame as it is sent: it queues the frame (:meth:`Outbox.queue`)
+  and registers with its loop's :class:`Batcher`, which writes every queued
+  frame of every socket in one ``transport.write`` per socket, in a callback
+  that runs before the loop next waits for I/O. Ten messages to one connection
+  in one turn are one system call instead of ten.
+
+What a socket reports as waiting to be sent (the engine's ``send_buffer``
+check) is what its transport held after its last write, as when every frame
+was written at once; a queue that reaches :data:`WRITE_AT` bytes is written
+at once, so a burst in one turn reaches the kernel's socket buffer as it did
+before and the slow-consumer policy sees the same bytes (a healthy reader is
+never taken for a slow one because of a big turn), and the queues add at most
+``WRITE_AT`` bytes per connection to what ``send_buffer`` bounds.
+Control frames (pings, pongs, close) are written after the queued frames
+(:meth:`Outbox.write_out` first), so order on the wire is the order of
+the sends. A socket that is aborted drops its queue: frames are queued whole
+and written whole, so nothing half-built ever reaches a transport.
+
+Client sockets mask every frame with a fresh key, so they cannot share frames;
+they write through their library as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import weakref
+from typing import Any
+
+__all__ = [
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_PING",
+    "OP_PONG",
+    "OP_TEXT",
+    "WRITE_AT",
+    "Batcher",
+    "Outbox",
+    "Shared",
+    "batcher",
+    "data_frame",
+    "encode",
+]
+
+OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+
+#: bytes a socket's queue may reach before it is written out in the same turn
+WRITE_AT = 64 * 1024
+
+# The two header bytes of every final, unmasked frame shorter than 126 bytes.
+_SHORT_TEXT = tuple(bytes((0x80 | OP_TEXT, size)) for size in range(126))
+_SHORT_BINARY = tuple(bytes((0x80 | OP_BINARY, size)) for size in range(126))
+
+
+def encode(opcode: int, payload: bytes, masked: bool = False) -> bytes:
+    """One final WebSocket frame (RFC 6455 §5.2); clients mask theirs (§5.3)."""
+    size = len(payload)
+    mask_bit = 0x80 if masked else 0
+    if size < 126:
+        header = bytes((0x80 | opcode, mask_bit | size))
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x80 | opcode, mask_bit | 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, mask_bit | 127, size)
+    if not masked:
+        return header + payload
+    key = os.urandom(4)
+    if not size:
+        return header + key
+    # XOR with the repeated key, done on two big integers (in C, not per byte).
+    keys = (key * (size // 4 + 1))[:size]
+    body = int.from_bytes(payload, "big") ^ int.from_bytes(keys, "big")
+    return header + key + body.to_bytes(size, "big")
+
+
+def data_frame(data: bytes, binary: bool) -> bytes:
+    """The unmasked, final text or binary frame of a server carrying ``data``."""
+    if len(data) < 126:
+        return (_SHORT_BINARY if binary else _SHORT_TEXT)[len(data)] + data
+    return encode(OP_BINARY if binary else OP_TEXT, data)
+
+
+class Shared:
+    """One data message sent to many connections (a broadcast).
+
+    ``data`` and ``binary`` are what :meth:`Socket.send` would take; the
+    server frame is built on the first :meth:`frame` call and then reused.
+    """
+
+    __slots__ = ("_frame", "binary", "data")
+
+    def __init__(self, data: bytes, binary: bool) -> None:
+        self.data = data
+        self.binary = binary
+        self._frame: bytes | None = None
+
+    def frame(self) -> bytes:
+        """The server frame of the message (built once)."""
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = data_frame(self.data, self.binary)
+        return frame
+
+
+class Outbox:
+    """The write side of one server socket: frames queued, written once per turn.
+
+    ``transport`` is the asyncio transport of the connection (uvloop's are no
+    ``asyncio.Transport`` subclasses, hence ``Any``).
+    """
+
+    __slots__ = ("_backlog", "_batch", "_out", "_queued", "transport")
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self._batch = batcher()
+        self._out: list[bytes] | None = None
+        self._queued = 0  # bytes in _out
+        self._backlog = 0  # bytes the transport held after the last write
+
+    def queue(self, frame: bytes) -> int:
+        """Queue a whole frame for this turn's write; return the bytes waiting.
+
+        A frame for a transport that is closing is dropped, as the libraries
+        themselves do once a connection is going.
+        """
+        out = self._out
+        if out is None:
+            if self.transport.is_closing():
+                return self._backlog
+            self._out = [frame]
+            self._batch.add(self)
+        else:
+            out.append(frame)
+        queued = self._queued = self._queued + len(frame)
+        if queued >= WRITE_AT:
+            self.write_out()
+        return self._backlog
+
+    def write_out(self) -> None:
+        """Write what was queued now (before a control frame, or from the batcher)."""
+        out = self._out
+        if out is None:
+            return
+        self._out = None
+        self._queued = 0
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        self._backlog = transport.get_write_buffer_size()
+
+    def drop(self) -> None:
+        """Forget what was queued (the connection is being dropped)."""
+        self._out = None
+        self._queued = 0
+
+    def waiting(self) -> int:
+        """Bytes queued or held by the transport, not yet written out."""
+        return self._queued + int(self.transport.get_write_buffer_size())
+
+
+class Batcher:
+    """The sockets of one event loop that queued frames during this turn.
+
+    The first socket to queue in a turn schedules one :meth:`run` with
+    ``call_soon``: it runs after the callbacks already scheduled and before
+    the loop waits for I/O again, so a message is never held longer than the
+    rest of the current turn.
+    """
+
+    __slots__ = ("_loop", "_scheduled", "_sockets")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._sockets: list[Outbox] = []
+        self._scheduled = False
+
+    def add(self, sock: Outbox) -> None:
+        self._sockets.append(sock)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.run)
+
+    def run(self) -> None:
+        """Write out every socket's queue (one write each)."""
+        self._scheduled = False
+        sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.write_out()
+            except Exception:  # one broken transport must not stop the rest
+                sock.drop()
+
+
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Batcher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def batcher() -> Batcher:
+    """The :class:`Batcher` of the running loop (made on first use)."""
+    loop = asyncio.get_running_loop()
+    found = _batchers.get(loop)
+    if found is None:
+        found = _batchers[loop] = Batcher(loop)
+    return found

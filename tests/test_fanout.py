@@ -1,0 +1,385 @@
+"""Fan-out: a broadcast framed once, and one write per connection per loop turn.
+
+The rules they must not change, on every transport: order per connection
+(broadcasts and direct sends interleaved), exclusion, the send-buffer bound and
+the slow-consumer close, and nothing half-written to a connection that closes
+in the middle of a broadcast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from helpers import UNIT, environment
+from helpers.raw import RawPeer
+from websockets.frames import Frame, Opcode
+
+import neffos
+from neffos.protocol import parse
+from neffos.transports.frames import WRITE_AT, Outbox, Shared, batcher, data_frame, encode
+
+NS = "fan"
+
+
+def numbers(frames: list[Any]) -> list[int]:
+    """The bodies of the ``n`` events among raw neffos frames, as numbers."""
+    out = []
+    for frame in frames:
+        msg = parse(frame if isinstance(frame, bytes) else frame.encode())
+        if msg.event == "n":
+            out.append(int(msg.body))
+    return out
+
+
+# -- the frame bytes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+@pytest.mark.parametrize("binary", [False, True])
+def test_a_server_frame_is_the_rfc_frame(size: int, binary: bool) -> None:
+    payload = bytes(i % 251 for i in range(size))
+    opcode = Opcode.BINARY if binary else Opcode.TEXT
+    expected = Frame(opcode, payload).serialize(mask=False, extensions=[])
+    assert data_frame(payload, binary) == expected
+    assert encode(opcode.value, payload) == expected
+    shared = Shared(payload, binary)
+    assert shared.frame() is shared.frame()  # built once, the same bytes for all
+
+
+def test_a_client_frame_is_masked_and_decodes() -> None:
+    from websockets.streams import StreamReader
+
+    payload = b"x" * 300
+    reader = StreamReader()
+    reader.feed_data(encode(0x1, payload, masked=True))
+    parser = Frame.parse(reader.read_exact, mask=True, extensions=[])
+    try:
+        next(parser)
+    except StopIteration as done:
+        frame = done.value
+    else:  # pragma: no cover - the whole frame was fed
+        raise AssertionError("the frame did not parse")
+    assert frame.data == payload and frame.opcode is Opcode.TEXT
+
+
+# -- the outbox, on a real TCP connection -------------------------------------------------
+
+
+class Counting:
+    """The transport of a real TCP connection, counting the writes made to it."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.inner = transport
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.inner.write(data)
+
+    def is_closing(self) -> bool:
+        return self.inner.is_closing()
+
+    def get_write_buffer_size(self) -> int:
+        return self.inner.get_write_buffer_size()
+
+
+async def tcp_pair() -> tuple[asyncio.Transport, asyncio.StreamReader, Any]:
+    loop = asyncio.get_running_loop()
+    accepted: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+        loop.create_future()
+    )
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set_result((reader, writer))
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+    reader, writer = await asyncio.wait_for(accepted, 5 * UNIT)
+    return transport, reader, (server, writer)
+
+
+async def close_pair(transport: asyncio.Transport, keep: Any) -> None:
+    server, writer = keep
+    transport.close()
+    writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_frames_of_one_turn_leave_in_one_write() -> None:
+    transport, reader, keep = await tcp_pair()
+    counting = Counting(transport)
+    outbox = Outbox(counting)
+    frames = [data_frame(f"message {i}".encode(), False) for i in range(10)]
+    for frame in frames:
+        assert outbox.queue(frame) == 0  # nothing is waiting in the transport
+    assert counting.writes == 0  # not before the turn ends
+    assert outbox.waiting() == sum(map(len, frames))
+    await asyncio.sleep(0)  # the rest of the turn: the batcher runs
+    assert counting.writes == 1
+    assert outbox.waiting() == 0
+    expected = b"".join(frames)
+    assert await asyncio.wait_for(reader.readexactly(len(expected)), 5 * UNIT) == expected
+    await close_pair(transport, keep)
+
+
+async def test_a_big_turn_is_written_as_it_grows() -> None:
+    transport, reader, keep = await tcp_pair()
+    counting = Counting(transport)
+    outbox = Outbox(counting)
+    frame = data_frame(b"y" * 1000, True)
+    count = 3 * WRITE_AT // len(frame)
+    for _ in range(count):
+        outbox.queue(frame)
+    # written whenever the queue reached WRITE_AT, the rest at the end of the turn
+    assert counting.writes == count * len(frame) // WRITE_AT
+    await asyncio.sleep(0)
+    assert outbox.waiting() == 0
+    data = await asyncio.wait_for(reader.readexactly(count * len(frame)), 5 * UNIT)
+    assert data == frame * count
+    await close_pair(transport, keep)
+
+
+async def test_an_aborted_outbox_writes_nothing_and_a_closed_one_takes_nothing() -> None:
+    transport, reader, keep = await tcp_pair()
+    counting = Counting(transport)
+    outbox = Outbox(counting)
+    outbox.queue(data_frame(b"never", False))
+    outbox.drop()
+    await asyncio.sleep(0)
+    assert counting.writes == 0
+    transport.close()
+    assert outbox.queue(data_frame(b"late", False)) == 0
+    await asyncio.sleep(0)
+    assert counting.writes == 0
+    assert await asyncio.wait_for(reader.read(), 5 * UNIT) == b""  # the end, nothing else
+    await close_pair(transport, keep)
+
+
+async def test_one_batcher_per_loop() -> None:
+    assert batcher() is batcher()
+
+
+# -- the rules, on every transport ---------------------------------------------------------
+
+
+def mixed_sender(count: int) -> Any:
+    """Handler of ``go``: ``count`` messages to the sender, alternately a direct
+    emit and a broadcast to the whole namespace, all in one turn."""
+
+    def go(ns: neffos.NSConn, msg: neffos.Message) -> None:
+        server = ns.conn.server
+        for i in range(count):
+            if i % 2:
+                ns.emit("n", str(i).encode())
+            else:
+                server.broadcast(None, neffos.Message(NS, "n", body=str(i).encode()))
+
+    return go
+
+
+async def test_broadcasts_and_direct_sends_keep_their_order(transport: str) -> None:
+    count = 400
+    async with environment(transport) as env:
+        server = await env.server({NS: {"go": mixed_sender(count)}})
+        got: dict[str, list[int]] = {"a": [], "b": []}
+        done = {name: asyncio.get_running_loop().create_future() for name in got}
+
+        def receiver(name: str, last: int) -> Any:
+            def on_n(ns: neffos.NSConn, msg: neffos.Message) -> None:
+                got[name].append(int(msg.body))
+                if int(msg.body) == last and not done[name].done():
+                    done[name].set_result(None)
+
+            return {NS: {"n": on_n}}
+
+        a = await env.dial(server, receiver("a", count - 1))
+        b = await env.dial(server, receiver("b", count - 2))  # b gets the broadcasts only
+        ns_a = await a.connect(NS)
+        await b.connect(NS)
+        ns_a.emit("go")
+        await asyncio.wait_for(asyncio.gather(*done.values()), 10 * UNIT)
+        assert got["a"] == list(range(count))
+        assert got["b"] == list(range(0, count, 2))
+
+
+async def test_exclusion_holds(transport: str) -> None:
+    count = 300
+
+    def chat(ns: neffos.NSConn, msg: neffos.Message) -> None:
+        for i in range(count):
+            ns.conn.server.broadcast(
+                ns.conn, neffos.Message(NS, "n", room="r", body=str(i).encode())
+            )
+        ns.emit("end")  # after the broadcasts: proves the sender got none of them
+
+    async with environment(transport) as env:
+        server = await env.server({NS: {"chat": chat}})
+        got: dict[str, list[int]] = {"sender": [], "x": [], "y": []}
+        ended = asyncio.get_running_loop().create_future()
+        complete = {name: asyncio.get_running_loop().create_future() for name in ("x", "y")}
+
+        def handler(name: str) -> Any:
+            def on_n(ns: neffos.NSConn, msg: neffos.Message) -> None:
+                got[name].append(int(msg.body))
+                if len(got[name]) == count and name in complete:
+                    complete[name].set_result(None)
+
+            def on_end(ns: neffos.NSConn, msg: neffos.Message) -> None:
+                ended.set_result(None)
+
+            return {NS: {"n": on_n, "end": on_end}}
+
+        conns = {name: await env.dial(server, handler(name)) for name in got}
+        for conn in conns.values():
+            ns = await conn.connect(NS)
+            await ns.join_room("r")
+        sender = conns["sender"].namespace(NS)
+        assert sender is not None
+        sender.emit("chat")
+        await asyncio.wait_for(asyncio.gather(ended, *complete.values()), 10 * UNIT)
+        assert got["sender"] == []
+        assert got["x"] == got["y"] == list(range(count))
+
+
+@pytest.mark.parametrize("size", [100, 20_000])
+async def test_a_slow_reader_is_closed_and_the_others_get_everything(
+    server_transport: str, size: int
+) -> None:
+    """A peer that stops reading is closed as a slow consumer (send_buffer) while
+    two readers in the same room get every message, in order. The sender
+    broadcasts about 64 KiB per loop turn until the slow peer is gone."""
+    body = b"z" * size
+    per_turn = max(1, 64 * 1024 // size)
+    cap = 256 * 2**20 // size  # fails the test rather than run forever
+    slow_id: list[str] = []
+
+    async def burst(ns: neffos.NSConn, msg: neffos.Message) -> None:
+        server = ns.conn.server
+        sent = 0
+        while sent < cap and any(c.id == slow_id[0] for c in server.get_connections()):
+            for _ in range(per_turn):
+                server.broadcast(
+                    ns.conn,
+                    neffos.Message(NS, "n", room="r", body=str(sent).encode() + b":" + body),
+                )
+                sent += 1
+            await asyncio.sleep(0)
+        server.broadcast(ns.conn, neffos.Message(NS, "end", room="r", body=str(sent).encode()))
+
+    async with environment(server_transport) as env:
+        server = await env.server({NS: {"burst": burst}}, send_buffer=256 * 1024)
+        slow = await RawPeer.connect(env.url(server))
+        slow_id.append(await slow.handshake())
+        slow.send(f"$1;{NS};;_OnNamespaceConnect;0;0;")
+        assert (await slow.recv()).startswith("$1;")
+        slow.send(f"$2;{NS};r;_OnRoomJoin;0;0;")
+        assert (await slow.recv()).startswith("$2;")
+        slow.pause_reading()
+
+        got: dict[str, list[int]] = {"x": [], "y": []}
+        ends = {name: asyncio.get_running_loop().create_future() for name in got}
+
+        def handler(name: str) -> Any:
+            def on_n(ns: neffos.NSConn, msg: neffos.Message) -> None:
+                seq, _, rest = msg.body.partition(b":")
+                assert rest == body
+                got[name].append(int(seq))
+
+            def on_end(ns: neffos.NSConn, msg: neffos.Message) -> None:
+                ends[name].set_result(int(msg.body))
+
+            return {NS: {"n": on_n, "end": on_end}}
+
+        readers = [await env.dial(server, handler(name)) for name in got]
+        for reader in readers:
+            await (await reader.connect(NS)).join_room("r")
+        sender = await env.dial(server, {NS: {}})
+        sns = await sender.connect(NS)
+        sns.emit("burst")
+        totals = await asyncio.wait_for(asyncio.gather(*ends.values()), 60 * UNIT)
+        assert totals[0] < cap, "the slow reader was never closed"
+        assert got["x"] == got["y"] == list(range(totals[0]))
+        assert server.get_total_connections() == 3  # the slow reader was dropped
+        slow.transport.underlying_transport.resume_reading()  # type: ignore[union-attr]
+        await slow.wait_closed(10 * UNIT)  # what it was sent, then the end
+
+
+async def test_a_connection_closed_mid_broadcast_gets_only_whole_frames(
+    server_transport: str,
+) -> None:
+    """A broadcast of 100 messages closes one receiver after the 50th: it gets
+    whole frames 0-49 and then the close frame; the other receiver gets all 100."""
+    victim_id: list[str] = []
+
+    def go(ns: neffos.NSConn, msg: neffos.Message) -> None:
+        server = ns.conn.server
+        for i in range(100):
+            server.broadcast(ns.conn, neffos.Message(NS, "n", body=str(i).encode()))
+            if i == 49:
+                for conn in server.get_connections():
+                    if conn.id == victim_id[0]:
+                        conn.close()
+
+    async with environment(server_transport) as env:
+        server = await env.server({NS: {"go": go}})
+        victim = await RawPeer.connect(env.url(server))
+        victim_id.append(await victim.handshake())
+        victim.send(f"$1;{NS};;_OnNamespaceConnect;0;0;")
+        assert (await victim.recv()).startswith("$1;")
+        other = await RawPeer.connect(env.url(server))
+        await other.handshake()
+        other.send(f"$1;{NS};;_OnNamespaceConnect;0;0;")
+        assert (await other.recv()).startswith("$1;")
+        sender = await env.dial(server, {NS: {}})
+        (await sender.connect(NS)).emit("go")
+        frames = [await other.recv() for _ in range(100)]
+        assert numbers(frames) == list(range(100))
+        code = await victim.wait_closed(10 * UNIT)
+        assert code == 1000
+        received = []
+        while not victim.frames.empty():
+            received.append(victim.frames.get_nowait())
+        # the namespace disconnect the server sends on close comes after the data
+        assert numbers(received) == list(range(50))
+
+
+async def test_an_aborted_connection_mid_broadcast_gets_no_partial_frame(
+    server_transport: str,
+) -> None:
+    """The server drops one receiver in the middle of a broadcast (as it drops a
+    slow reader): the receiver sees a prefix of whole frames, then the end."""
+    victim_id: list[str] = []
+
+    def go(ns: neffos.NSConn, msg: neffos.Message) -> None:
+        server = ns.conn.server
+        for i in range(100):
+            server.broadcast(ns.conn, neffos.Message(NS, "n", body=str(i).encode() * 50))
+            if i == 49:
+                for conn in server.get_connections():
+                    if conn.id == victim_id[0]:
+                        conn.socket.abort()
+
+    async with environment(server_transport) as env:
+        server = await env.server({NS: {"go": go}})
+        victim = await RawPeer.connect(env.url(server))
+        victim_id.append(await victim.handshake())
+        victim.send(f"$1;{NS};;_OnNamespaceConnect;0;0;")
+        assert (await victim.recv()).startswith("$1;")
+        sender = await env.dial(server, {NS: {}})
+        (await sender.connect(NS)).emit("go")
+        await victim.wait_closed(10 * UNIT)
+        received = []
+        while not victim.frames.empty():
+            received.append(victim.frames.get_nowait())
+        seqs = []
+        for frame in received:  # every frame whole: it parses, its body is intact
+            msg = parse(frame.encode())
+            seq = msg.body[: len(msg.body) // 50]
+            assert msg.body == seq * 50
+            seqs.append(int(seq))
+        assert seqs == list(range(len(seqs)))
+        assert len(seqs) <= 50
