@@ -53,6 +53,7 @@ __all__ = [
     "Source",
     "asgi_app",
     "collector",
+    "exposition",
     "listen",
     "page",
     "register",
