@@ -21,7 +21,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "neffos"
 #: bottom to top; a module may import from its own layer and the layers below
 LAYERS: list[tuple[str, set[str]]] = [
     ("contracts", {
-        "errors", "encoding", "protocol", "config", "_http", "handlers", "base",
+        "errors", "encoding", "protocol", "stats", "config", "_http", "handlers", "base",
         "exchange.base", "transports.base", "transports.messages", "transports.frames",
     }),
     ("engine", {
@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         "exchange", "exchange.node", "exchange.redis", "exchange.nats",
     }),
     ("server and client", {"server", "client"}),
-    ("facade", {"testing", ""}),
+    ("facade", {"testing", "metrics", ""}),
     ("applications", {
         "__main__", "cli", "workers",
         "demo", "demo.assets", "demo.server", "demo.client", "demo.cli",

@@ -57,6 +57,7 @@ from .protocol import (
     is_system_event,
 )
 from .server import Server, UpgradeError, serve
+from .stats import ServerStats
 from .transports.asgi import ASGIApp
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ __all__ = [
     "Request",
     "Room",
     "Server",
+    "ServerStats",
     "TooManyPendingAsks",
     "UpgradeError",
     "WithTimeout",

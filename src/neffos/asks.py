@@ -74,14 +74,23 @@ class Asks(OrderedProcessing):
         if not self.can_write(msg):
             raise WriteClosed()
         pending = len(self._waiters) if self._waiters else 0
+        stats = self._cfg.stats
         if pending >= self._cfg.max_pending_asks:
+            stats.limit_refusals += 1
             raise TooManyPendingAsks(f"{pending} asks are already pending")
 
         def frame_for(token: str) -> tuple[bytes, bool]:
             data = serialize(msg.copy(wait=token, from_explicit=""))
             return data, is_binary_frame(data, msg.set_binary)
 
-        reply = await self._send_and_wait(frame_for, timeout, WriteClosed)
+        stats.asks_sent += 1
+        started = self._loop.time()
+        try:
+            reply = await self._send_and_wait(frame_for, timeout, WriteClosed)
+        except AskTimeout:
+            stats.ask_timeouts += 1
+            raise
+        stats.answered(self._loop.time() - started)
         if reply.err is not None:
             raise reply.err
         return reply
@@ -116,6 +125,7 @@ class Asks(OrderedProcessing):
         try:
             if not self.write_encoded(*frame_for(token)):
                 raise unwritten()
+            self._cfg.stats.messages_out += 1
             hand_off()
             return await fut if timeout is None else await answer_within(fut, timeout)
         except BaseException:

@@ -32,12 +32,15 @@ import signal
 import ssl
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import transports, workers
 from .exchange.base import StackExchange
 from .listener import Listener
-from .server import Server
+from .server import Pages, Server
+
+if TYPE_CHECKING:
+    from .metrics import MetricsListener
 
 __all__ = ["CommandError", "add_command", "load_server"]
 
@@ -120,6 +123,16 @@ def add_command(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     )
     # a worker of `--workers N`: its end of the supervisor's control socket
     serve.add_argument("--worker-fd", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--metrics-port", type=int, metavar="PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (0 picks a free port; "
+        "needs neffos[metrics])",
+    )
+    serve.add_argument(
+        "--metrics-path", metavar="PATH",
+        help="serve Prometheus metrics on this path of the endpoint's own port, e.g. /metrics "
+        "(needs --path; needs neffos[metrics])",
+    )
     serve.set_defaults(run=run)
 
 
@@ -158,6 +171,16 @@ def run(args: argparse.Namespace) -> int:
     """The ``serve`` command; its exit status."""
     if args.keyfile and not args.certfile:
         print("error: --keyfile needs --certfile", file=sys.stderr)
+        return 2
+    if args.metrics_path is not None and (
+        not args.path or not args.metrics_path.startswith("/") or args.metrics_path == args.path
+    ):
+        print("error: --metrics-path needs --path, and another path starting with /",
+              file=sys.stderr)
+        return 2
+    if args.workers > 1 and (args.metrics_port is not None or args.metrics_path):
+        print("error: --metrics-port and --metrics-path serve one process's numbers: "
+              "they cannot be used with --workers N yet", file=sys.stderr)
         return 2
     channel = None if args.worker_fd is None else workers.WorkerChannel(args.worker_fd)
     logging.basicConfig(
@@ -215,7 +238,12 @@ async def serve(args: argparse.Namespace, channel: workers.WorkerChannel | None 
         channel.watch(lambda: stopping("supervisor gone"))
     try:
         server, listener = await start(args, channel)
-        return await run_until_stopped(args, server, listener, stop, force, channel)
+        exporter = await start_metrics(args, server, listener)
+        try:
+            return await run_until_stopped(args, server, listener, stop, force, channel)
+        finally:
+            if exporter is not None:
+                await exporter.close()
     finally:
         for signum in signals:
             with contextlib.suppress(NotImplementedError):
@@ -236,6 +264,7 @@ async def start(
         CommandError: any of it failed for a reason the user can fix.
     """
     server = await load_server(args.app)
+    pages = metrics_page(server, args.metrics_path) if args.metrics_path else None
     if args.allowed_origins:
         server.allowed_origins = frozenset(args.allowed_origins)
     if args.redis or args.nats:
@@ -255,7 +284,8 @@ async def start(
         if channel is not None:
             options["reuse_port"] = True  # the port its supervisor reserved
         listener = await server.listen(
-            args.host, args.port, path=args.path, transport=args.transport, **options
+            args.host, args.port, path=args.path, transport=args.transport, pages=pages,
+            **options,
         )
     except ImportError as exc:
         await server.close()
@@ -269,7 +299,52 @@ async def start(
     else:
         print(f"listening on {listener.url}", flush=True)
     log.info("serving %s on %s (%s)", args.app, listener.url, listener.transport)
+    if args.metrics_path:
+        scheme = "https" if listener.tls else "http"
+        base = listener.url.partition("://")[2].partition("/")[0]
+        print(f"metrics on {scheme}://{base}{args.metrics_path}", flush=True)
     return server, listener
+
+
+def metrics_page(server: Server, path: str) -> Pages:
+    """``--metrics-path``: the metrics page served next to the endpoint.
+
+    Raises:
+        CommandError: prometheus_client is missing (the message names the extra).
+    """
+    try:
+        from . import metrics
+    except ImportError as exc:
+        raise CommandError(str(exc))
+    return metrics.page(server, path)
+
+
+async def start_metrics(
+    args: argparse.Namespace, server: Server, listener: Listener
+) -> MetricsListener | None:
+    """``--metrics-port``: a plain HTTP listener on ``--host`` for the metrics.
+
+    Raises:
+        CommandError: prometheus_client is missing, or the port cannot be bound
+            (the server and its listener are closed first).
+    """
+    if args.metrics_port is None:
+        return None
+    try:
+        from . import metrics
+
+        exporter = await metrics.listen(server, args.host, args.metrics_port)
+    except (ImportError, OSError) as exc:
+        await listener.close()
+        await server.close()
+        if isinstance(exc, ImportError):
+            raise CommandError(str(exc))
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise CommandError(
+            f"cannot listen on {args.host}:{args.metrics_port} for metrics: {reason or exc}"
+        )
+    print(f"metrics on {exporter.url}", flush=True)
+    return exporter
 
 
 async def run_until_stopped(

@@ -77,6 +77,8 @@ class _Offline:
     def remote_address(self) -> tuple[str, int] | None:
         return None
 
+    close_code: int | None = None
+
 
 class ClientConn(Dispatcher):
     """A client connection (returned by :func:`dial`)."""

@@ -8,6 +8,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from .stats import Counters
+
 __all__ = ["Config", "Tasks"]
 
 
@@ -41,6 +43,9 @@ class Config:
     max_room_name_length: int
     #: seconds a closing connection may take to flush before it is dropped
     close_timeout: float
+    #: the counters of the server (or client); the object is shared and its
+    #: numbers change, the reference never does
+    stats: Counters = dataclasses.field(default_factory=Counters)
 
 
 class Tasks:

@@ -118,11 +118,8 @@ class ServerAPI(Protocol):
     async def do(self, fn: Callable[[Conn], Any]) -> None: ...
 
     def get_total_connections(self) -> int: ...
-
     def get_connections(self) -> list[Conn]: ...
-
     def get_connections_by_namespace(self, namespace: str) -> list[NSConn]: ...
-
     def get_connections_by_id(self, conn_id: str) -> list[Conn]: ...
 
     async def close(self) -> None: ...
@@ -379,9 +376,9 @@ class Conn(KeyValueStore):
         """Why joining one more room called ``name`` is refused, if it is."""
         cfg = self._cfg
         if len(name) > cfg.max_room_name_length:
-            return LimitExceeded(f"room name longer than {cfg.max_room_name_length} characters")
+            return cfg.stats.limit(f"room name longer than {cfg.max_room_name_length} characters")
         if sum(len(ns.rooms) for ns in self._namespaces.values()) >= cfg.max_rooms:
-            return LimitExceeded(f"more than {cfg.max_rooms} rooms")
+            return cfg.stats.limit(f"more than {cfg.max_rooms} rooms")
         return None
 
     def _add_room(self, ns: NSConn, name: str) -> Room:
@@ -422,7 +419,9 @@ class Conn(KeyValueStore):
         if msg.from_explicit:
             msg = msg.copy(from_explicit="")
         data = serialize(msg)
-        return self.write_encoded(data, is_binary_frame(data, msg.set_binary))
+        sent = self.write_encoded(data, is_binary_frame(data, msg.set_binary))
+        self._cfg.stats.messages_out += sent  # (write_encoded counts nothing: see registry)
+        return sent
 
     def can_write(self, msg: Message) -> bool:
         """Namespace connected, room joined (docs/topics/protocol.md#write-checks)."""
@@ -535,6 +534,7 @@ class Conn(KeyValueStore):
     def _raised(self, exc: Exception, msg: Message) -> Exception:
         """A handler raised: log it unless it is an expected (neffos or known) error."""
         if not isinstance(exc, NeffosError) and not is_known_error(exc):
+            self._cfg.stats.handler_errors += 1
             self._cfg.log.error(
                 "[%s] handler of %r/%r raised", self.id, msg.namespace, msg.event, exc_info=exc
             )

@@ -78,7 +78,8 @@ class Dispatcher(SystemReplies):
                 if msg.is_error:
                     return  # no error ping-pong (docs/topics/protocol.md#error-texts)
                 err = result if str(result) else RemoteError(type(result).__name__)
-                self.write(Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err))
+                reply = Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
+                self._cfg.stats.error_replies += self.write(reply)  # counted out by write()
                 return
         elif isinstance(result, bytes):
             body = result
@@ -94,16 +95,16 @@ class Dispatcher(SystemReplies):
                 )
                 if not msg.is_error:
                     err = RemoteError("cannot encode the reply")
-                    self.write(
-                        Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
-                    )
+                    reply = Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
+                    self._cfg.stats.error_replies += self.write(reply)
                 return
         # The reply is the request echoed with the new body (docs/topics/protocol.md#answers),
         # written through the same checks as Conn.write but without a Message object.
         if self._closed or not self.can_write(msg):
             return
         data = frame(msg.wait, msg.namespace, msg.room, msg.event, PLAIN, body)
-        self.write_encoded(data, is_binary_frame(data, msg.set_binary))
+        sent = self.write_encoded(data, is_binary_frame(data, msg.set_binary))
+        self._cfg.stats.messages_out += sent
 
     def _answer_native(self, msg: Message, result: Any) -> None:
         # A native peer cannot read neffos frames: a reply goes back as a raw

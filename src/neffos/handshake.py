@@ -169,13 +169,14 @@ class ServerHandshake(Dispatcher):
             # (docs/topics/protocol.md#handshake).
             self._stop_handshake_timer()
             self._take_early()
-            self.write_encoded(ack_refused(self._refusal or ""), False)
+            refusal = ack_refused(self._refusal or "")
+            self._cfg.stats.messages_out += self.write_encoded(refusal, False)
             self.close(1008, "refused")
 
     def _acknowledge(self) -> None:
         self._stop_handshake_timer()
         queued = self._take_early()
-        self.write_encoded(ack_ok(self.id), False)
+        self._cfg.stats.messages_out += self.write_encoded(ack_ok(self.id), False)
         if self._ack_future is not None and not self._ack_future.done():
             self._ack_future.set_result(None)
         self._start_timeouts()
@@ -186,6 +187,7 @@ class ServerHandshake(Dispatcher):
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
         if not self.is_acknowledged:
+            self._cfg.stats.handshake_timeouts += 1
             self._cfg.log.debug(
                 "[%s] closing: no handshake within %ss", self.id, self._cfg.handshake_timeout
             )
@@ -225,6 +227,7 @@ class ServerHandshake(Dispatcher):
         if err is None:
             self._advance(HandshakeEvent.ACCEPT)
             return
+        self._cfg.stats.connect_refusals += 1
         text = str(err) or type(err).__name__
         if self._handshake is Handshake.OPEN_BEFORE_VERDICT:
             # on_connect let the client in already (it called connect()), so
@@ -242,9 +245,11 @@ class ServerHandshake(Dispatcher):
 
     def _feed_preack(self, data: bytes, binary: bool) -> None:
         if data == ACK_HELLO and self._handshake in AWAITING_HELLO:
+            self._cfg.stats.messages_in += 1
             self._advance(HandshakeEvent.HELLO)
             return
         if not self._keep_early(data, binary):
+            self._cfg.stats.limit_refusals += 1
             self._cfg.log.warning("[%s] closing: too many frames before the handshake", self.id)
             self.close(1008, "handshake not completed")
 

@@ -84,6 +84,7 @@ class Liveness(ConnBase):
 
     def _write_timed_out(self) -> None:
         self._write_timer = None
+        self._cfg.stats.write_timeout_drops += 1
         self._cfg.log.warning("[%s] closing: the peer has not read for too long", self.id)
         self._fail(1008, "write timeout", abort=True)
 

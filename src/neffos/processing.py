@@ -140,11 +140,13 @@ class OrderedProcessing(Liveness):
         if self._preack is not None:
             self._feed_preack(data, binary)
             return
+        self._cfg.stats.messages_in += 1  # frames kept before the handshake: once, here
         handler = self.handler
         msg = parse(
             data, binary, allow_native=handler.allow_native, only_native=handler.only_native
         )
         if msg.is_invalid:
+            self._cfg.stats.bad_frames += 1
             self._cfg.log.debug("[%s] dropped an invalid frame: %r", self.id, data[:80])
             return
         if self._last_data:  # a read timeout is running (liveness)
@@ -174,6 +176,7 @@ class OrderedProcessing(Liveness):
         size = self._queued_bytes + _size(msg)
         cfg = self._cfg
         if len(inbox) >= cfg.max_queued_frames or size > cfg.max_queued_bytes:
+            cfg.stats.limit_refusals += 1
             cfg.log.warning(
                 "[%s] closing: more than %d frames or %d bytes waiting for a slow handler",
                 self.id,

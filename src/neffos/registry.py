@@ -25,6 +25,7 @@ from .protocol import (
     is_binary_frame,
     serialize,
 )
+from .stats import Counters
 from .transports.frames import Shared
 
 __all__ = ["BusInterest", "Index", "Registry", "exclusion"]
@@ -68,6 +69,10 @@ def _members(index: Index[K], key: K) -> Collection[Conn]:
     return (bucket,)
 
 
+def _size(bucket: Conn | dict[Conn, None]) -> int:
+    return len(bucket) if isinstance(bucket, dict) else 1
+
+
 class BusInterest(Protocol):
     """What the registry tells a bus node: which namespaces and IDs have local connections."""
 
@@ -102,9 +107,11 @@ def exclusion(exclude: Exclusion) -> tuple[Conn | None, str | None]:
 class Registry:
     """The open connections of a server and their indexes."""
 
-    __slots__ = ("by_id", "by_namespace", "by_room", "conns", "interest")
+    __slots__ = ("by_id", "by_namespace", "by_room", "conns", "interest", "stats")
 
-    def __init__(self) -> None:
+    def __init__(self, stats: Counters | None = None) -> None:
+        #: the server's counters (deliveries are counted once per message here)
+        self.stats = stats if stats is not None else Counters()
         #: every registered connection, in arrival order
         self.conns: dict[Conn, None] = {}
         self.by_id: Index[str] = {}
@@ -164,6 +171,17 @@ class Registry:
     def in_namespace(self, namespace: str) -> Collection[Conn]:
         return _members(self.by_namespace, namespace)
 
+    def namespace_sizes(self) -> dict[str, int]:
+        """namespace -> how many connections are connected to it."""
+        # list() first: a copy made at once, so that a reader in another
+        # thread (a threaded metrics exporter) never sees the dict change
+        return {ns: _size(bucket) for ns, bucket in list(self.by_namespace.items())}
+
+    def room_sizes(self) -> tuple[int, int]:
+        """(rooms with members, memberships of all of them)."""
+        buckets = list(self.by_room.values())  # at once (see namespace_sizes)
+        return len(buckets), sum(_size(bucket) for bucket in buckets)
+
     def targets(self, msg: Message) -> tuple[Collection[Conn], bool]:
         """The connections ``msg`` is for, and whether each needs the write checks.
 
@@ -221,4 +239,5 @@ class Registry:
                     sent += 1
             elif conn.write_shared(shared):
                 sent += 1
+        self.stats.messages_out += sent
         return sent

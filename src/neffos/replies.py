@@ -43,10 +43,10 @@ class SystemReplies(Conn):
         if not str(err):
             err = RemoteError(type(err).__name__)
         reply = Message(msg.namespace, msg.event, room=msg.room, wait=msg.wait, err=err)
-        self.write_encoded(serialize(reply), False)
+        self._cfg.stats.error_reply(self.write_encoded(serialize(reply), False))
 
     def _send_empty_reply(self, wait: str) -> None:
-        self.write_encoded(empty_reply(wait), False)
+        self._cfg.stats.messages_out += self.write_encoded(empty_reply(wait), False)
 
     def _not_connected(self, msg: Message) -> None:
         # Go drops such frames silently and its askers hang; a tokened request

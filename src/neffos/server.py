@@ -30,13 +30,14 @@ from ._http import (
 from .asks import ServerAsks, answer_within
 from .config import Config, Tasks
 from .conn import Conn, Exclude, Exclusion, NSConn, Room, exclude
-from .errors import NeffosError
+from .errors import AskTimeout, NeffosError
 from .handlers import ConnHandler, HandlerSpec
 from .handshake import OnConnect, ServerHandshake
 from .listener import Listener
 from .processing import hand_off
 from .protocol import Message, TokenGenerator, bus_token
 from .registry import Registry, exclusion
+from .stats import Counters, ServerStats, snapshot
 
 if TYPE_CHECKING:
     from .exchange.base import StackExchange
@@ -114,6 +115,22 @@ class ServerConn(ServerHandshake):
     def _open(self) -> None:
         self._begin_handshake(self._server.on_connect)
 
+    # -- what the server counts about its connections (the rest is counted inline) --
+
+    def _close(self, code: int, reason: str, abort: bool) -> None:
+        if not self._closed:
+            self._cfg.stats.closed(code)
+        super()._close(code, reason, abort)
+
+    def socket_closed(self, exc: BaseException | None) -> None:
+        if not self._closed:  # the peer's (or the transport's) close code; none: 1006
+            self._cfg.stats.closed(self.socket.close_code or 1006)
+        super().socket_closed(exc)
+
+    def _overflowed(self, pending: int) -> None:
+        self._cfg.stats.send_buffer_drops += 1
+        super()._overflowed(pending)
+
     # -- answers: asks of this connection, then the server's and the bus's -----------
 
     def _may_be_answer(self, wait: str) -> bool:
@@ -130,12 +147,14 @@ class ServerConn(ServerHandshake):
     # -- the server's indexes ------------------------------------------------------------
 
     def _ns_added(self, ns: NSConn) -> None:
+        self._cfg.stats.namespace_connects += 1
         self._server._registry.namespace_added(self, ns.namespace)
 
     def _ns_removed(self, ns: NSConn) -> None:
         self._server._registry.namespace_removed(self, ns.namespace)
 
     def _room_added(self, ns: NSConn, room: Room) -> None:
+        self._cfg.stats.room_joins += 1
         self._server._registry.room_added(self, ns.namespace, room.name)
 
     def _room_removed(self, ns: NSConn, room: Room) -> None:
@@ -304,6 +323,7 @@ class Server:
         self.transport = transport
         # the networks whose X-Forwarded-For / X-Real-IP are believed (empty: none)
         self._trusted_proxies = trusted_networks(trusted_proxies or ())
+        self._stats = Counters()  # what the server and its connections count (stats)
         self._cfg = Config(
             log=log,
             send_buffer=send_buffer,
@@ -316,10 +336,11 @@ class Server:
             max_rooms=max_rooms,
             max_room_name_length=max_room_name_length,
             close_timeout=close_timeout,
+            stats=self._stats,
         )
         self._tasks = Tasks()  # every task of the server and its connections
         self._tokens = TokenGenerator()  # wait tokens of server asks
-        self._registry = Registry()  # connections and their indexes
+        self._registry = Registry(self._stats)  # connections and their indexes
         self._asks = ServerAsks()  # pending Server.ask calls
         self._listeners: list[Listener] = []
         self._sweeper: asyncio.Task[None] | None = None  # the heartbeat sweep
@@ -534,6 +555,7 @@ class Server:
     def _refuse(
         self, request: Request, status: int, headers: list[tuple[str, str]], body: bytes
     ) -> HttpAnswer:
+        self._stats.refused(status)
         hook = self.on_upgrade_error
         if hook is not None:
             try:
@@ -567,6 +589,7 @@ class Server:
             socket.close(1008, "invalid connection id")
             return
         conn = ServerConn(self, socket, conn_id)
+        self._stats.connections_accepted += 1
         conn.reconnect_tries = reconnect_tries(request)
         self._registry.add(conn)
         conn._open()
@@ -576,6 +599,18 @@ class Server:
     def get_total_connections(self) -> int:
         """The number of open connections on this server."""
         return len(self._registry)
+
+    @property
+    def stats(self) -> ServerStats:
+        """A snapshot of the server's numbers: connections, namespaces, rooms,
+        messages, asks, errors, closes, slow consumers and its bus (counted since
+        the server was made; see :mod:`neffos.metrics` for Prometheus)."""
+        registry = self._registry
+        connected = registry.namespace_sizes()
+        namespaces = {name: connected.get(name, 0) for name in self.handler.namespaces}
+        return snapshot(
+            self._stats, len(registry), namespaces, registry.room_sizes(), list(self._exchanges)
+        )
 
     def get_connections(self) -> list[Conn]:
         """A snapshot of the open connections."""
@@ -652,6 +687,9 @@ class Server:
             # Go's shape for asks over a bus (docs/topics/protocol.md#bus-asks)
             token = bus_token(token)
         fut = self._asks.open(token)
+        stats = self._stats
+        stats.asks_sent += 1
+        started = asyncio.get_running_loop().time()
         try:
             if bus is not None:
                 await bus.watch_answers(token)
@@ -660,6 +698,10 @@ class Server:
                 bus.publish(msg, None, None, token)
             hand_off()
             reply: Message = await answer_within(fut, timeout)
+            stats.answered(asyncio.get_running_loop().time() - started)
+        except AskTimeout:
+            stats.ask_timeouts += 1
+            raise
         finally:
             if bus is not None:
                 bus.unwatch_answers(token)

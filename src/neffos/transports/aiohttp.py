@@ -49,6 +49,7 @@ class AiohttpSocket:
         "_session",
         "_transport",
         "_ws",
+        "close_code",
         "receiver",
         "request",
     )
@@ -70,6 +71,8 @@ class AiohttpSocket:
         self._session = session
         self._closing: asyncio.Task[Any] | None = None
         self._masked = session is not None  # a client masks its frames
+        #: how the connection ended (see transports.base.Socket)
+        self.close_code: int | None = None
 
     async def read_loop(self) -> None:
         ws = self._ws
@@ -81,10 +84,13 @@ class AiohttpSocket:
                 if receiver is None:
                     break
                 if kind in _ENDED:
+                    if kind is WSMsgType.ERROR:  # aiohttp's reader closed: 1002, 1009...
+                        self.close_code = ws.close_code
                     receiver.socket_closing()
                     break
                 if kind is _TEXT:
                     if not is_valid_utf8(msg.data):
+                        self.close_code = 1007
                         receiver.socket_closing()
                         await ws.close(code=1007, message=b"invalid UTF-8 in a text message")
                         break
@@ -102,6 +108,7 @@ class AiohttpSocket:
                 elif kind is WSMsgType.CLOSE:
                     # aiohttp lets 1006 and codes from 5000 through (RFC 6455 §7.4).
                     code = msg.data or 1000  # 0: a close frame without a code
+                    self.close_code = msg.data or 1005
                     receiver.socket_closing()
                     await ws.close(code=code if is_valid_close_code(code) else 1002)
                     break

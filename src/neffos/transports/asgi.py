@@ -110,6 +110,7 @@ class ASGISocket:
         "_queue",
         "_task",
         "_writer",
+        "close_code",
         "receiver",
         "request",
     )
@@ -126,6 +127,8 @@ class ASGISocket:
         self._task: asyncio.Task[Any] | None = None  # the application's coroutine
         self._closing = False
         self._aborted = False
+        #: how the connection ended (see transports.base.Socket)
+        self.close_code: int | None = None
 
     def start(self) -> None:
         self._task = asyncio.current_task()
@@ -276,6 +279,7 @@ class ASGISocket:
                     data = message.get("bytes") or b""
                     binary = True
                 if len(data) > max_size:
+                    self.close_code = 1009
                     receiver.socket_closing()
                     self.close(1009, "message too big")
                     continue
@@ -283,6 +287,8 @@ class ASGISocket:
                 if self._aborted:
                     return
             elif kind == "websocket.disconnect":
+                # the ASGI server's code: the peer's close frame, 1006 without one
+                self.close_code = self.close_code or message.get("code", 1005)
                 return
 
     def finish(self) -> None:

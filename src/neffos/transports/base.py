@@ -99,6 +99,13 @@ class Socket(Protocol):
         """The peer's (host, port), if known."""
         ...
 
+    @property
+    def close_code(self) -> int | None:
+        """How the connection ended, once it did: the code of the peer's close
+        frame (1005 when it had none), else of the close frame the socket sent
+        on its own (a protocol error: 1002, 1007, 1009); ``None`` otherwise."""
+        ...
+
 
 class Endpoint(Router, Protocol):
     """A server endpoint, as the server side of a transport sees it."""

@@ -21,7 +21,7 @@ NAME = "memory"
 class MemorySocket:
     """One end of an in-memory connection."""
 
-    __slots__ = ("_closed", "_loop", "peer", "receiver", "request")
+    __slots__ = ("_closed", "_loop", "close_code", "peer", "receiver", "request")
 
     transport_name = NAME
 
@@ -31,6 +31,8 @@ class MemorySocket:
         self.peer: MemorySocket | None = None
         self._closed = False
         self._loop = asyncio.get_running_loop()
+        #: the code of the peer's close (see transports.base.Socket)
+        self.close_code: int | None = None
 
     def send(self, data: bytes, binary: bool) -> int:
         if self._closed:
@@ -57,20 +59,24 @@ class MemorySocket:
             self.receiver.alive()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
+        self._shut(code)
+
+    def abort(self) -> None:
+        self._shut(None)  # the peer sees no close frame
+
+    def _shut(self, code: int | None) -> None:
         if self._closed:
             return
         self._closed = True
         self._loop.call_soon(self._gone)
         peer = self.peer
         if peer is not None:
-            self._loop.call_soon(peer._peer_closed)
+            self._loop.call_soon(peer._peer_closed, code)
 
-    def abort(self) -> None:
-        self.close()
-
-    def _peer_closed(self) -> None:
+    def _peer_closed(self, code: int | None) -> None:
         if not self._closed:
             self._closed = True
+            self.close_code = code
             self._gone()
 
     def _gone(self) -> None:

@@ -229,6 +229,12 @@ class PicowsSocket(WSListener):
     def remote_address(self) -> tuple[str, int] | None:
         return peer_of(self._ws.underlying_transport if self._ws is not None else None)
 
+    @property
+    def close_code(self) -> int | None:
+        handshake = self._ws.close_handshake if self._ws is not None else None
+        info = None if handshake is None else handshake.recv or handshake.sent
+        return None if info is None else int(info.code.value)
+
 
 class PicowsServerSocket(PicowsSocket):
     """The server side: frames built by neffos (once per broadcast, see

@@ -226,6 +226,12 @@ class WebsocketsSocket(asyncio.Protocol):
     def remote_address(self) -> tuple[str, int] | None:
         return peer_of(self._transport)
 
+    @property
+    def close_code(self) -> int | None:
+        proto = self._proto
+        frame = proto.close_rcvd or proto.close_sent
+        return None if frame is None else int(frame.code)
+
 
 class WebsocketsServerSocket(WebsocketsSocket):
     """The server side: data frames built by neffos (once per broadcast) and
