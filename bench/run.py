@@ -334,6 +334,7 @@ async def run_room(target: str, opts: argparse.Namespace, size: int, rate: float
                 "--sample", str(opts.sample), "--loop", opts.loop,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                limit=2**24,  # the result line holds a latency histogram
             ))
         for gen in gens:
             assert gen.stdout is not None
