@@ -9,16 +9,27 @@ in the middle of a broadcast.
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 from typing import Any
 
 import pytest
+import trustme
 from helpers import UNIT, environment
 from helpers.raw import RawPeer
 from websockets.frames import Frame, Opcode
 
 import neffos
 from neffos.protocol import parse
-from neffos.transports.frames import WRITE_AT, Outbox, Shared, batcher, data_frame, encode
+from neffos.transports.frames import (
+    WRITE_AT,
+    Outbox,
+    Shared,
+    batcher,
+    data_frame,
+    direct_fd,
+    encode,
+)
 
 NS = "fan"
 
@@ -109,21 +120,107 @@ async def close_pair(transport: asyncio.Transport, keep: Any) -> None:
     await server.wait_closed()
 
 
-async def test_frames_of_one_turn_leave_in_one_write() -> None:
+async def test_the_first_frame_of_a_turn_leaves_at_once_the_rest_in_one_write() -> None:
     transport, reader, keep = await tcp_pair()
-    counting = Counting(transport)
+    counting = Counting(transport)  # no socket to write to directly: every write counted
     outbox = Outbox(counting)
     frames = [data_frame(f"message {i}".encode(), False) for i in range(10)]
     for frame in frames:
         assert outbox.queue(frame) == 0  # nothing is waiting in the transport
-    assert counting.writes == 0  # not before the turn ends
-    assert outbox.waiting() == sum(map(len, frames))
+    assert counting.writes == 1  # the first, not held for the turn
+    assert outbox.waiting() == sum(map(len, frames[1:]))
     await asyncio.sleep(0)  # the rest of the turn: the batcher runs
-    assert counting.writes == 1
+    assert counting.writes == 2
     assert outbox.waiting() == 0
     expected = b"".join(frames)
     assert await asyncio.wait_for(reader.readexactly(len(expected)), 5 * UNIT) == expected
+    outbox.queue(frames[0])  # a new turn: at once again
+    assert counting.writes == 3
+    assert await asyncio.wait_for(reader.readexactly(len(frames[0])), 5 * UNIT) == frames[0]
     await close_pair(transport, keep)
+
+
+async def socket_pair() -> tuple[asyncio.Transport, socket.socket]:
+    """A real asyncio transport on one end of a socket pair, the other end plain."""
+    ours, theirs = socket.socketpair()
+    transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
+        asyncio.Protocol, ours
+    )
+    return transport, theirs
+
+
+async def test_writes_go_straight_to_the_socket_when_nothing_waits() -> None:
+    transport, peer = await socket_pair()
+    outbox = Outbox(transport)
+    assert direct_fd(transport) >= 0
+    first, *rest = [data_frame(f"message {i}".encode(), False) for i in range(5)]
+    outbox.queue(first)
+    # in the kernel already: readable without letting the loop run
+    assert peer.recv(4096, socket.MSG_DONTWAIT) == first
+    for frame in rest:
+        outbox.queue(frame)
+    with pytest.raises(BlockingIOError):  # held for the end of the turn
+        peer.recv(4096, socket.MSG_DONTWAIT)
+    await asyncio.sleep(0)
+    assert peer.recv(4096, socket.MSG_DONTWAIT) == b"".join(rest)
+    transport.close()
+    peer.close()
+
+
+async def test_a_full_socket_hands_the_rest_to_the_transport_in_order() -> None:
+    transport, peer = await socket_pair()
+    outbox = Outbox(transport)
+    frame = data_frame(b"z" * 60_000, True)
+    count = 0
+    while outbox.waiting() == 0:  # until the kernel's buffer is full
+        outbox.queue(frame)
+        count += 1
+        await asyncio.sleep(0)
+    assert transport.get_write_buffer_size() > 0  # the transport holds the rest
+    outbox.queue(data_frame(b"end", True))
+    await asyncio.sleep(0)
+    expected = frame * count + data_frame(b"end", True)
+    peer.setblocking(False)
+    loop = asyncio.get_running_loop()
+    received = bytearray()
+    async with asyncio.timeout(5 * UNIT):
+        while len(received) < len(expected):
+            received += await loop.sock_recv(peer, 1 << 20)
+    assert bytes(received) == expected
+    transport.close()
+    peer.close()
+
+
+async def test_tls_and_unknown_transports_are_never_written_directly() -> None:
+    assert direct_fd(object()) == -1
+    transport, reader, keep = await tcp_pair()
+    assert direct_fd(transport) >= 0
+    assert direct_fd(Counting(transport)) == -1  # says nothing of its socket
+    await close_pair(transport, keep)
+    # TLS: the socket carries records, not frames
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    loop = asyncio.get_running_loop()
+    accepted: asyncio.Future[asyncio.StreamWriter] = loop.create_future()
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set_result(writer)
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    client, _ = await loop.create_connection(
+        asyncio.Protocol, "127.0.0.1", port, ssl=client_context
+    )
+    writer = await asyncio.wait_for(accepted, 5 * UNIT)
+    assert direct_fd(writer.transport) == -1
+    assert direct_fd(client) == -1
+    client.close()
+    writer.close()
+    server.close()
+    await server.wait_closed()
 
 
 async def test_a_big_turn_is_written_as_it_grows() -> None:
@@ -134,8 +231,9 @@ async def test_a_big_turn_is_written_as_it_grows() -> None:
     count = 3 * WRITE_AT // len(frame)
     for _ in range(count):
         outbox.queue(frame)
-    # written whenever the queue reached WRITE_AT, the rest at the end of the turn
-    assert counting.writes == count * len(frame) // WRITE_AT
+    # the first at once, then whenever the queue reached WRITE_AT, the rest at
+    # the end of the turn
+    assert counting.writes == 1 + (count - 1) * len(frame) // WRITE_AT
     await asyncio.sleep(0)
     assert outbox.waiting() == 0
     data = await asyncio.wait_for(reader.readexactly(count * len(frame)), 5 * UNIT)
@@ -147,15 +245,17 @@ async def test_an_aborted_outbox_writes_nothing_and_a_closed_one_takes_nothing()
     transport, reader, keep = await tcp_pair()
     counting = Counting(transport)
     outbox = Outbox(counting)
-    outbox.queue(data_frame(b"never", False))
+    first = data_frame(b"first", False)
+    outbox.queue(first)  # out at once
+    outbox.queue(data_frame(b"never", False))  # queued for the end of the turn
     outbox.drop()
     await asyncio.sleep(0)
-    assert counting.writes == 0
+    assert counting.writes == 1
     transport.close()
     assert outbox.queue(data_frame(b"late", False)) == 0
     await asyncio.sleep(0)
-    assert counting.writes == 0
-    assert await asyncio.wait_for(reader.read(), 5 * UNIT) == b""  # the end, nothing else
+    assert counting.writes == 1
+    assert await asyncio.wait_for(reader.read(), 5 * UNIT) == first  # and nothing else
     await close_pair(transport, keep)
 
 

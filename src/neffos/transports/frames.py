@@ -7,12 +7,15 @@ Two things make fan-out cheap, and both live here:
   wraps its message in a :class:`Shared`, whose :meth:`Shared.frame` builds the
   WebSocket frame the first time a socket asks for it; every other receiving
   socket queues the very same ``bytes`` object.
-* **One write per connection per loop turn.** A server socket does not write
-  each frame as it is sent: it queues the frame (:meth:`Outbox.queue`)
-  and registers with its loop's :class:`Batcher`, which writes every queued
-  frame of every socket in one ``transport.write`` per socket, in a callback
-  that runs before the loop next waits for I/O. Ten messages to one connection
-  in one turn are one system call instead of ten.
+* **At most two writes per connection per loop turn.** The first frame a
+  server socket sends in a turn is written at once, so a lone message waits
+  for nothing; frames that follow it in the same turn are queued
+  (:meth:`Outbox.queue`) and leave together in one write when the loop's
+  :class:`Batcher` runs, in a callback that runs before the loop next waits
+  for I/O. Ten messages to one connection in one turn are two system calls
+  instead of ten. A write goes straight to the socket's file descriptor when
+  the transport holds nothing (as picows does for its own frames), which
+  skips the event loop's write buffering.
 
 What a socket reports as waiting to be sent (the engine's ``send_buffer``
 check) is what its transport held after its last write, as when every frame
@@ -34,7 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import struct
+import sys
 import weakref
 from typing import Any
 
@@ -50,6 +55,7 @@ __all__ = [
     "Shared",
     "batcher",
     "data_frame",
+    "direct_fd",
     "encode",
 ]
 
@@ -114,23 +120,34 @@ class Shared:
 
 
 class Outbox:
-    """The write side of one server socket: frames queued, written once per turn.
+    """The write side of one server socket: frames written at once or once per turn.
 
     ``transport`` is the asyncio transport of the connection (uvloop's are no
     ``asyncio.Transport`` subclasses, hence ``Any``).
+
+    The first frame of a turn leaves at once (a single message waits for
+    nothing); the frames that follow it in the same turn are queued and leave
+    together, in one write, when the loop's :class:`Batcher` runs at the end of
+    the turn. A write goes straight to the socket (``os.write`` on its file
+    descriptor) when the transport holds nothing, the way picows writes its own
+    frames: one system call, no buffering in the event loop; the transport
+    takes whatever the kernel did not (and every write of a TLS connection).
     """
 
-    __slots__ = ("_backlog", "_batch", "_out", "_queued", "transport")
+    __slots__ = ("_backlog", "_batch", "_fd", "_hot", "_out", "_queued", "transport")
 
     def __init__(self, transport: Any) -> None:
         self.transport = transport
         self._batch = batcher()
+        self._fd = direct_fd(transport)
+        self._hot = False  # wrote or queued this turn (and is in the batcher's list)
         self._out: list[bytes] | None = None
         self._queued = 0  # bytes in _out
         self._backlog = 0  # bytes the transport held after the last write
 
     def queue(self, frame: bytes) -> int:
-        """Queue a whole frame for this turn's write; return the bytes waiting.
+        """Write a whole frame now, or queue it for this turn's write; return
+        the bytes waiting in the transport.
 
         A frame for a transport that is closing is dropped, as the libraries
         themselves do once a connection is going.
@@ -139,8 +156,12 @@ class Outbox:
         if out is None:
             if self.transport.is_closing():
                 return self._backlog
+            if not self._hot:  # the first frame of the turn: out at once
+                self._hot = True
+                self._batch.add(self)
+                self._write(frame)
+                return self._backlog
             self._out = [frame]
-            self._batch.add(self)
         else:
             out.append(frame)
         queued = self._queued = self._queued + len(frame)
@@ -155,10 +176,28 @@ class Outbox:
             return
         self._out = None
         self._queued = 0
-        transport = self.transport
-        if transport.is_closing():
+        if self.transport.is_closing():
             return
-        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        self._write(out[0] if len(out) == 1 else b"".join(out))
+
+    def end_turn(self) -> None:
+        """The turn is over (the batcher runs): write the queue, and the next
+        frame leaves at once again."""
+        self._hot = False
+        self.write_out()
+
+    def _write(self, data: bytes) -> None:
+        transport = self.transport
+        if self._fd >= 0 and not transport.get_write_buffer_size():
+            try:
+                sent = os.write(self._fd, data)
+            except OSError:  # full (EAGAIN), or broken: the transport meets it
+                sent = 0
+            if sent == len(data):
+                self._backlog = 0
+                return
+            data = data[sent:]
+        transport.write(data)
         self._backlog = transport.get_write_buffer_size()
 
     def drop(self) -> None:
@@ -169,6 +208,28 @@ class Outbox:
     def waiting(self) -> int:
         """Bytes queued or held by the transport, not yet written out."""
         return self._queued + int(self.transport.get_write_buffer_size())
+
+
+def direct_fd(transport: Any) -> int:
+    """The file descriptor an :class:`Outbox` may write to directly, or -1.
+
+    Only a plain TCP (or Unix) stream socket qualifies: never a TLS
+    connection, whose transport encrypts what it is given, nor a transport
+    that does not say which socket it has, nor Windows (``os.write`` does not
+    take sockets there).
+    """
+    get = getattr(transport, "get_extra_info", None)
+    if get is None or sys.platform == "win32":
+        return -1
+    if get("ssl_object") is not None or get("sslcontext") is not None:
+        return -1
+    sock = get("socket")
+    if sock is None or getattr(sock, "type", None) != socket.SOCK_STREAM:
+        return -1
+    try:
+        return int(sock.fileno())
+    except (OSError, ValueError):
+        return -1
 
 
 class Batcher:
@@ -199,7 +260,7 @@ class Batcher:
         sockets, self._sockets = self._sockets, []
         for sock in sockets:
             try:
-                sock.write_out()
+                sock.end_turn()
             except Exception:  # one broken transport must not stop the rest
                 sock.drop()
 
