@@ -578,6 +578,63 @@ async def test_collector_labels_and_registry() -> None:
     assert status[0] == 200 and b"neffos_connections 0.0" in b"".join(body)
 
 
+async def test_a_snapshot_survives_json() -> None:
+    """What a worker sends its supervisor: every number, the tables keyed by numbers
+    and the +Inf bucket included."""
+    from neffos.stats import from_json, to_json
+
+    server = neffos.Server({"v1": {"echo": echo}})
+    listener = await server.listen("127.0.0.1", 0, path="/echo")
+    try:
+        client = await neffos.dial(listener.url, {"v1": {}}, transport="picows")
+        ns = await client.connect("v1", timeout=WAIT)
+        await ns.ask("echo", "x", timeout=WAIT)
+        (server_conn,) = server.get_connections()
+        client.close(4001, "bye")  # a close code, counted by number
+        await asyncio.wait_for(server_conn.wait_closed(), WAIT)
+        stats = server.stats
+        assert from_json(to_json(stats)) == stats
+        assert 4001 in from_json(to_json(stats)).closes
+        assert from_json(to_json(stats)).ask_latency.buckets[-1][0] == float("inf")
+    finally:
+        await listener.close()
+        await server.close()
+    with pytest.raises(ValueError, match="not a neffos stats snapshot"):
+        from_json('{"connections": 1}')
+    with pytest.raises(ValueError, match="not a neffos stats snapshot"):
+        from_json("not json")
+
+
+async def test_gathered_metrics(caplog: pytest.LogCaptureFixture) -> None:
+    """`listen_gathered`: each scrape awaits the snapshots; a failing gather is a 500."""
+    one = neffos.Server({"a": {}})
+    calls: list[int] = []
+    failing = False
+
+    async def gather() -> list[tuple[dict[str, str], neffos.ServerStats]]:
+        calls.append(1)
+        await asyncio.sleep(0)  # I/O in between, as a supervisor asking its workers
+        if failing:
+            raise RuntimeError("a worker said nonsense")
+        return [({"worker": "0"}, one.stats), ({"worker": "1"}, one.stats)]
+
+    exporter = await metrics.listen_gathered(gather, "127.0.0.1", 0)
+    try:
+        s = await scrape(exporter.url)
+        assert s[key("neffos_namespace_connections", namespace="a", worker="1")] == 0
+        assert s[key("neffos_build_info", version=neffos.__version__, worker="0")] == 1
+        assert (await http_get(exporter.url, "HEAD"))[::2] == (200, b"")
+        assert (await http_get(exporter.url, "POST"))[0] == 405
+        assert (await http_get(exporter.url.replace("/metrics", "/x")))[0] == 404
+        assert len(calls) == 2  # GET and HEAD; never for a refused method or path
+        failing = True
+        status, _, body = await http_get(exporter.url)
+        assert (status, body) == (500, b"Internal Server Error\n")
+        assert "a worker said nonsense" in caplog.text
+    finally:
+        await exporter.close()
+
+
 # -- the neffos command --------------------------------------------------------------------
 
 APP = '''\
@@ -642,27 +699,30 @@ async def test_serve_metrics_errors(tmp_path: Path,
         _, stderr = await program.finish(2)
         assert stderr.strip() == "error: --metrics-path needs --path, and another path " \
             "starting with /", stderr
-    # several workers: each would count only its own share (not supported yet)
+    # several workers: a request on the endpoint's port reaches one of them only
     async with serving(tmp_path, "app:server", "--port", "0", "--workers", "2",
-                       "--metrics-port", "0") as program:
+                       "--path", "/echo", "--metrics-path", "/metrics") as program:
         _, stderr = await program.finish(2)
-        assert "cannot be used with --workers N yet" in stderr, stderr
-    # the metrics port taken: one line, exit 1
+        assert "reaches one worker at random: use --metrics-port" in stderr, stderr
+    # the metrics port taken: one line, exit 1 (with workers: before any starts)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        async with serving(tmp_path, "app:server", "--port", "0",
-                           "--metrics-port", str(port)) as program:
-            _, stderr = await program.finish(1)
-            assert stderr == f"error: cannot listen on 127.0.0.1:{port} for metrics: " \
-                "address already in use\n", stderr
+        for workers in ("1", "2"):
+            async with serving(tmp_path, "app:server", "--port", "0", "--workers", workers,
+                               "--metrics-port", str(port)) as program:
+                lines, stderr = await program.finish(1)
+                assert lines == [], lines
+                assert stderr == f"error: cannot listen on 127.0.0.1:{port} for metrics: " \
+                    "address already in use\n", stderr
     # without prometheus_client: one line naming the extra, exit 1
     blocker = tmp_path_factory.mktemp("blocked") / "prometheus_client"
     blocker.mkdir()
     (blocker / "__init__.py").write_text("raise ImportError('blocked here')\n")
     env = {**ENV, "PYTHONPATH": str(blocker.parent)}
-    for option in (["--metrics-port", "0"], ["--path", "/echo", "--metrics-path", "/m"]):
+    for option in (["--metrics-port", "0"], ["--path", "/echo", "--metrics-path", "/m"],
+                   ["--workers", "2", "--metrics-port", "0"]):
         async with serving(tmp_path, "app:server", "--port", "0", *option, env=env) as program:
             _, stderr = await program.finish(1)
             assert "Traceback" not in stderr and stderr.count("\n") == 1, stderr

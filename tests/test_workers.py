@@ -667,3 +667,72 @@ async def test_auto_with_the_applications_own_bus(app_dir: Path) -> None:
                     await peer.aclose()
             _, stderr = await stop(program)
             assert stderr == ""
+
+
+# -- metrics of every worker, served by the supervisor ------------------------------------
+
+
+@pytest.mark.broker
+async def test_metrics_of_every_worker(app_dir: Path) -> None:
+    """``--metrics-port`` with workers: the supervisor asks each worker for its numbers
+    at every scrape and labels them ``worker="<slot>"``; a restarted worker keeps its
+    slot and counts from 0; a worker that does not answer in time is left out."""
+    pytest.importorskip("redis")
+    pytest.importorskip("prometheus_client")
+    from test_metrics import Scrape, http_get, key, scrape
+
+    async with (
+        running("redis") as broker,
+        serving(app_dir, *workers_args(broker, "--metrics-port", "0")) as (program, url),
+        contextlib.AsyncExitStack() as stack,
+    ):
+        line = await program.expect("metrics on ")
+        assert line.endswith("/metrics (all workers)"), line
+        metrics_url = line.removeprefix("metrics on ").split(" (")[0]
+        peers = await python_peers(url)
+        for peer in peers.values():
+            stack.push_async_callback(peer.aclose)
+        (pid_a, a), (pid_b, b) = sorted(peers.items())
+
+        def messages_in(s: Scrape) -> dict[str, float]:
+            return {slot: s[key("neffos_messages_total", direction="in", worker=slot)]
+                    for slot in ("0", "1")}
+
+        before = await scrape(metrics_url)
+        assert before[key("neffos_build_info", version=neffos.__version__, worker="0")] == 1
+        assert before[key("neffos_build_info", version=neffos.__version__, worker="1")] == 1
+        for _ in range(5):
+            await a.ask_pid()
+        for _ in range(3):
+            await b.ask_pid()
+        after = await scrape(metrics_url)
+        moved = {slot: after_n - messages_in(before)[slot]
+                 for slot, after_n in messages_in(after).items()}
+        assert sorted(moved.values()) == [3, 5], moved
+        slot_a = next(slot for slot, n in moved.items() if n == 5)
+        slot_b = "1" if slot_a == "0" else "0"
+        assert after[key("neffos_connections", worker=slot_a)] >= 1
+        assert after[key("neffos_namespace_connections", namespace="chat", worker=slot_b)] >= 1
+        status, headers, body = await http_get(metrics_url, "HEAD")
+        assert (status, body) == (200, b""), status
+        assert (await http_get(metrics_url.replace("/metrics", "/other")))[0] == 404
+
+        # a worker that does not answer (stopped) is left out, after STATS_TIMEOUT
+        os.kill(pid_b, signal.SIGSTOP)
+        try:
+            partial = await scrape(metrics_url)
+        finally:
+            os.kill(pid_b, signal.SIGCONT)
+        assert partial[key("neffos_build_info", version=neffos.__version__, worker=slot_a)] == 1
+        assert not any(f'worker="{slot_b}"' in name for name in partial.samples), partial.text
+
+        # a killed worker comes back in its slot, its counters from 0
+        os.kill(pid_a, signal.SIGKILL)
+        await program.expect(f"(replacing {pid_a})")
+        again = await scrape(metrics_url)
+        assert again[key("neffos_messages_total", direction="in", worker=slot_a)] < \
+            after[key("neffos_messages_total", direction="in", worker=slot_a)]
+        assert again[key("neffos_messages_total", direction="in", worker=slot_b)] >= \
+            after[key("neffos_messages_total", direction="in", worker=slot_b)]
+        _, stderr = await stop(program)
+        assert "killed by SIGKILL" in stderr, stderr

@@ -16,7 +16,7 @@ import base64
 import ipaddress
 import logging
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from http import HTTPStatus
 from typing import Any, Protocol, TypeAlias, TypeVar
 
@@ -26,6 +26,7 @@ __all__ = [
     "HttpFront",
     "Request",
     "Router",
+    "SlowRouter",
     "Upgrade",
     "apply_url_headers",
     "canonical_header_key",
@@ -293,6 +294,22 @@ class Router(Protocol):
         ...
 
 
+class SlowRouter(Protocol):
+    """A :class:`Router` whose answers may take I/O to make (:class:`HttpFront` only)."""
+    @property
+    def path(self) -> str | None: ...
+
+    @property
+    def handshake_timeout(self) -> float:
+        """Seconds to send the request head and to make an awaited answer."""
+        ...
+
+    def route(self, request: Request) -> HttpAnswer | Awaitable[HttpAnswer] | None:
+        """As :meth:`Router.route`; an answer may come as an awaitable (a coroutine),
+        awaited in a task of its own."""
+        ...
+
+
 def http_response(status: int, headers: list[tuple[str, str]], body: bytes) -> bytes:
     phrase = HTTPStatus(status).phrase
     lines = [f"HTTP/1.1 {status} {phrase}"]
@@ -302,20 +319,21 @@ def http_response(status: int, headers: list[tuple[str, str]], body: bytes) -> b
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-_E = TypeVar("_E", bound=Router)
+_E = TypeVar("_E", bound=SlowRouter)
 
 
 class HttpFront(asyncio.Protocol):
     """Reads one HTTP request head, answers it or hands the connection over."""
 
-    __slots__ = ("_buffer", "_endpoint", "_timer", "_transport", "_upgrade")
+    __slots__ = ("_answering", "_buffer", "_endpoint", "_timer", "_transport", "_upgrade")
 
-    def __init__(self, endpoint: Router, upgrade: Upgrade) -> None:
+    def __init__(self, endpoint: SlowRouter, upgrade: Upgrade) -> None:
         self._endpoint = endpoint
         self._upgrade = upgrade
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._answering: asyncio.Future[HttpAnswer] | None = None  # an answer being made
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop transports are not asyncio.Transport subclasses: no isinstance check
@@ -331,6 +349,9 @@ class HttpFront(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        self._transport = None
+        if self._answering is not None:
+            self._answering.cancel()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -339,8 +360,8 @@ class HttpFront(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         transport = self._transport
-        if transport is None:
-            return
+        if transport is None or self._answering is not None:
+            return  # gone, or answered (what follows a request head is not read)
         self._buffer += data
         end = self._buffer.find(b"\r\n\r\n")
         if end < 0 or end > MAX_HEAD_SIZE:
@@ -359,6 +380,9 @@ class HttpFront(asyncio.Protocol):
         except Exception:
             log.exception("routing %r failed", request)
             answer = (500, [], b"Internal Server Error\n")
+        if answer is not None and not isinstance(answer, tuple):
+            self._answer_later(request, answer)
+            return
         if answer is None:
             answer = handshake_problem(request)
         if answer is not None:
@@ -372,6 +396,22 @@ class HttpFront(asyncio.Protocol):
         except Exception:
             log.exception("WebSocket upgrade of %r failed", request)
             transport.abort()
+
+    def _answer_later(self, request: Request, making: Awaitable[HttpAnswer]) -> None:
+        task = self._answering = asyncio.ensure_future(making)
+
+        def made(task: asyncio.Future[HttpAnswer]) -> None:
+            self._answering = None
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if exc is not None:
+                log.error("answering %r failed", request, exc_info=exc)
+                self._reply(500, [], b"Internal Server Error\n")
+            else:
+                self._reply(*task.result())
+
+        task.add_done_callback(made)
 
     def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         transport = self._transport

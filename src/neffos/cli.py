@@ -178,9 +178,10 @@ def run(args: argparse.Namespace) -> int:
         print("error: --metrics-path needs --path, and another path starting with /",
               file=sys.stderr)
         return 2
-    if args.workers > 1 and (args.metrics_port is not None or args.metrics_path):
-        print("error: --metrics-port and --metrics-path serve one process's numbers: "
-              "they cannot be used with --workers N yet", file=sys.stderr)
+    if args.workers > 1 and args.metrics_path:
+        print("error: with --workers, a request on the endpoint's port reaches one worker "
+              "at random: use --metrics-port (the supervisor serves every worker's metrics "
+              "there)", file=sys.stderr)
         return 2
     channel = None if args.worker_fd is None else workers.WorkerChannel(args.worker_fd)
     logging.basicConfig(
@@ -194,9 +195,11 @@ def run(args: argparse.Namespace) -> int:
             problem = workers.reuse_port_problem()
             if problem is not None:
                 raise CommandError(problem)
+            if args.metrics_port is not None:
+                need_metrics()
             return asyncio.run(workers.supervise(
                 lambda port, fd: worker_command(args, port, fd), args.workers, args.host,
-                args.port, args.shutdown_timeout,
+                args.port, args.shutdown_timeout, args.metrics_port,
             ))
         return asyncio.run(serve(args, channel))
     except CommandError as exc:
@@ -237,8 +240,7 @@ async def serve(args: argparse.Namespace, channel: workers.WorkerChannel | None 
     if channel is not None:  # a supervisor that exited (even killed) stops its workers
         channel.watch(lambda: stopping("supervisor gone"))
     try:
-        server, listener = await start(args, channel)
-        exporter = await start_metrics(args, server, listener)
+        server, listener, exporter = await start(args, channel)
         try:
             return await run_until_stopped(args, server, listener, stop, force, channel)
         finally:
@@ -254,8 +256,9 @@ async def serve(args: argparse.Namespace, channel: workers.WorkerChannel | None 
 
 async def start(
     args: argparse.Namespace, channel: workers.WorkerChannel | None = None
-) -> tuple[Server, Listener]:
-    """Load the server, apply the options, connect the bus and listen.
+) -> tuple[Server, Listener, MetricsListener | None]:
+    """Load the server, apply the options, connect the bus and listen (on
+    ``--metrics-port`` too, before saying it listens).
 
     A worker (``channel``) listens with ``SO_REUSEPORT`` and tells its
     supervisor, instead of printing ``listening on``.
@@ -294,7 +297,9 @@ async def start(
         await server.close()
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
         raise CommandError(f"cannot listen on {args.host}:{args.port}: {reason or exc}")
+    exporter = await start_metrics(args, server, listener)
     if channel is not None:
+        channel.report = lambda: server.stats  # the supervisor's metrics ask for it
         channel.ready(listener.url)
     else:
         print(f"listening on {listener.url}", flush=True)
@@ -303,7 +308,21 @@ async def start(
         scheme = "https" if listener.tls else "http"
         base = listener.url.partition("://")[2].partition("/")[0]
         print(f"metrics on {scheme}://{base}{args.metrics_path}", flush=True)
-    return server, listener
+    if exporter is not None:
+        print(f"metrics on {exporter.url}", flush=True)
+    return server, listener, exporter
+
+
+def need_metrics() -> None:
+    """Check that ``neffos.metrics`` can be imported.
+
+    Raises:
+        CommandError: prometheus_client is missing (the message names the extra).
+    """
+    try:
+        from . import metrics  # noqa: F401
+    except ImportError as exc:
+        raise CommandError(str(exc))
 
 
 def metrics_page(server: Server, path: str) -> Pages:
@@ -343,7 +362,6 @@ async def start_metrics(
         raise CommandError(
             f"cannot listen on {args.host}:{args.metrics_port} for metrics: {reason or exc}"
         )
-    print(f"metrics on {exporter.url}", flush=True)
     return exporter
 
 

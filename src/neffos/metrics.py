@@ -24,7 +24,7 @@ gets those labels.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 try:
@@ -48,6 +48,7 @@ from .server import Pages, Server
 from .stats import ServerStats
 
 __all__ = [
+    "Gather",
     "MetricsListener",
     "NeffosCollector",
     "Source",
@@ -55,6 +56,7 @@ __all__ = [
     "collector",
     "exposition",
     "listen",
+    "listen_gathered",
     "page",
     "register",
 ]
@@ -140,12 +142,23 @@ def page(
     def answer(request: Request) -> HttpAnswer | None:
         if request.path != path:
             return other(request) if other is not None else None
-        if request.method not in ("GET", "HEAD"):
-            return plain_text(405, "Method Not Allowed", [("Allow", "GET, HEAD")])
-        status, headers, body = exposition(registry, request.headers.get("Accept"))
-        return status, headers, b"" if request.method == "HEAD" else body
+        refused = _refused_method(request)
+        if refused is not None:
+            return refused
+        return _for_method(request, exposition(registry, request.headers.get("Accept")))
 
     return answer
+
+
+def _refused_method(request: Request) -> HttpAnswer | None:
+    if request.method not in ("GET", "HEAD"):
+        return plain_text(405, "Method Not Allowed", [("Allow", "GET, HEAD")])
+    return None
+
+
+def _for_method(request: Request, answer: HttpAnswer) -> HttpAnswer:
+    status, headers, body = answer
+    return status, headers, b"" if request.method == "HEAD" else body
 
 
 def asgi_app(what: Server | CollectorRegistry = REGISTRY) -> Any:
@@ -156,8 +169,10 @@ def asgi_app(what: Server | CollectorRegistry = REGISTRY) -> Any:
 class _MetricsRouter:
     """A plain HTTP listener's routes: the metrics page, 404 for anything else."""
 
-    def __init__(self, pages: Pages, path: str) -> None:
-        self.pages = pages
+    def __init__(
+        self, answer: Callable[[Request], HttpAnswer | Awaitable[HttpAnswer] | None], path: str
+    ) -> None:
+        self.answer = answer
         self.metrics_path = path
 
     @property
@@ -166,10 +181,10 @@ class _MetricsRouter:
 
     @property
     def handshake_timeout(self) -> float:
-        return 10.0  # seconds to send a request head
+        return 10.0  # seconds to send a request head (and for a gathered answer)
 
-    def route(self, request: Request) -> HttpAnswer | None:
-        return self.pages(request) or plain_text(404, "404 page not found")
+    def route(self, request: Request) -> HttpAnswer | Awaitable[HttpAnswer] | None:
+        return self.answer(request) or plain_text(404, "404 page not found")
 
 
 def _no_upgrade(
@@ -217,6 +232,44 @@ async def listen(
         OSError: the address cannot be bound.
     """
     router = _MetricsRouter(page(what, path), path)
+    aio_server = await serve_front(router, _no_upgrade, host, port, **options)
+    return MetricsListener(aio_server, path)
+
+
+#: what :func:`listen_gathered` awaits at each scrape: ``(labels, stats)`` pairs
+Gather = Callable[[], Awaitable[Iterable[tuple[Mapping[str, str], ServerStats]]]]
+
+
+async def listen_gathered(
+    gather: Gather,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    path: str = "/metrics",
+    **options: Any,
+) -> MetricsListener:
+    """Serve metrics that take I/O to collect on ``http://host:port/path``.
+
+    Each scrape awaits ``gather()`` for the snapshots to report (e.g. asking
+    other processes for theirs, as ``neffos serve --workers N --metrics-port``
+    does, with a ``worker`` label each) and answers with those alone.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+
+    async def scrape(request: Request) -> HttpAnswer:
+        snapshots = list(await gather())
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(NeffosCollector(lambda: snapshots))
+        return _for_method(request, exposition(registry, request.headers.get("Accept")))
+
+    def answer(request: Request) -> HttpAnswer | Awaitable[HttpAnswer] | None:
+        if request.path != path:
+            return None
+        return _refused_method(request) or scrape(request)
+
+    router = _MetricsRouter(answer, path)
     aio_server = await serve_front(router, _no_upgrade, host, port, **options)
     return MetricsListener(aio_server, path)
 

@@ -16,15 +16,25 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import json
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import LimitExceeded
 
 if TYPE_CHECKING:
     from .exchange.base import StackExchange
 
-__all__ = ["ASK_BUCKETS", "BusStats", "Counters", "Histogram", "ServerStats", "snapshot"]
+__all__ = [
+    "ASK_BUCKETS",
+    "BusStats",
+    "Counters",
+    "Histogram",
+    "ServerStats",
+    "from_json",
+    "snapshot",
+    "to_json",
+]
 
 #: upper bounds (seconds) of the ask latency buckets; one more bucket is +Inf
 ASK_BUCKETS: tuple[float, ...] = (
@@ -273,3 +283,44 @@ def _bus(exchanges: Iterable[StackExchange]) -> tuple[BusStats, ...]:
             reconnects=s.reconnects,
         ))
     return tuple(found)
+
+
+# -- a snapshot as text (a worker reporting to its supervisor) ---------------------------
+
+
+def to_json(stats: ServerStats) -> str:
+    """``stats`` as one line of JSON; :func:`from_json` reads it back."""
+    data = dataclasses.asdict(stats)
+    # JSON object keys are strings: the tables keyed by numbers go as pairs
+    data["closes"] = list(stats.closes.items())
+    data["upgrades_refused"] = list(stats.upgrades_refused.items())
+    return json.dumps(data, separators=(",", ":"))  # the +Inf bucket is "Infinity"
+
+
+def from_json(text: str | bytes) -> ServerStats:
+    """The :class:`ServerStats` that :func:`to_json` wrote.
+
+    Raises:
+        ValueError: ``text`` is not such a snapshot.
+    """
+    try:
+        data: dict[str, Any] = json.loads(text)
+        latency = data.pop("ask_latency")
+        return ServerStats(
+            **{
+                **data,
+                "namespaces": {str(k): int(v) for k, v in data["namespaces"].items()},
+                "errors": {str(k): int(v) for k, v in data["errors"].items()},
+                "slow_consumers": {str(k): int(v) for k, v in data["slow_consumers"].items()},
+                "closes": {int(k): int(v) for k, v in data["closes"]},
+                "upgrades_refused": {int(k): int(v) for k, v in data["upgrades_refused"]},
+                "bus": tuple(BusStats(**bus) for bus in data["bus"]),
+            },
+            ask_latency=Histogram(
+                buckets=tuple((float(b), int(n)) for b, n in latency["buckets"]),
+                count=int(latency["count"]),
+                sum=float(latency["sum"]),
+            ),
+        )
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:
+        raise ValueError(f"not a neffos stats snapshot: {exc}") from None

@@ -46,7 +46,12 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .stats import ServerStats, from_json, to_json
+
+if TYPE_CHECKING:
+    from .metrics import MetricsListener
 
 __all__ = [
     "START_FAILURES",
@@ -70,6 +75,10 @@ HEALTHY_AFTER = 10.0
 START_FAILURES = 5
 #: seconds the supervisor waits past --shutdown-timeout before killing workers
 SHUTDOWN_MARGIN = 5.0
+#: seconds a scrape of the supervisor's metrics waits for each worker's numbers
+STATS_TIMEOUT = 2.0
+#: the longest line a worker may send its supervisor (a stats snapshot)
+STATS_LIMIT = 1 << 24
 
 
 def cpu_count() -> int:
@@ -139,6 +148,9 @@ class WorkerChannel:
     def __init__(self, fd: int) -> None:
         os.set_inheritable(fd, False)  # not for the application's own subprocesses
         self._sock = socket.socket(fileno=fd)
+        self._sending: set[asyncio.Future[None]] = set()  # stats answers being sent
+        #: the snapshot of the worker's server, once it has one (see :meth:`watch`)
+        self.report: Callable[[], ServerStats] | None = None
 
     def ready(self, url: str) -> None:
         """Tell the supervisor that this worker listens on ``url``."""
@@ -153,10 +165,15 @@ class WorkerChannel:
             self._sock.sendall(line.encode() + b"\n")
 
     def watch(self, on_gone: Callable[[], None]) -> None:
-        """Call ``on_gone()`` once the supervisor's end is closed (it exited)."""
+        """Call ``on_gone()`` once the supervisor's end is closed (it exited).
+
+        Meanwhile, answer the supervisor's ``stats`` requests with
+        :attr:`report`'s snapshot (for the metrics of all workers).
+        """
         loop = asyncio.get_running_loop()
         sock = self._sock
         sock.setblocking(False)
+        pending = bytearray()
 
         def readable() -> None:
             try:
@@ -168,8 +185,29 @@ class WorkerChannel:
             if not data:
                 loop.remove_reader(sock)
                 on_gone()
+                return
+            pending.extend(data)
+            while (end := pending.find(b"\n")) >= 0:
+                request = bytes(pending[:end])
+                del pending[:end + 1]
+                if request == b"stats" and self.report is not None:
+                    self._answer(b"stats " + to_json(self.report()).encode() + b"\n")
+            if len(pending) > 4096:  # not a supervisor's request: forget it
+                pending.clear()
 
         loop.add_reader(sock, readable)
+
+    def _answer(self, line: bytes) -> None:
+        sending = asyncio.ensure_future(
+            asyncio.get_running_loop().sock_sendall(self._sock, line)
+        )
+        self._sending.add(sending)
+        sending.add_done_callback(self._sent)
+
+    def _sent(self, sending: asyncio.Future[None]) -> None:
+        self._sending.discard(sending)
+        if not sending.cancelled():
+            sending.exception()  # the supervisor is gone: the reader says so
 
     def unwatch(self) -> None:
         """Stop watching (before the event loop closes)."""
@@ -201,6 +239,7 @@ class _Worker:
         #: its URL once it listens; None if it exited (closed its end) first
         self.ready: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._writer = writer
+        self._stats: asyncio.Future[ServerStats | None] | None = None  # asked, not answered
         self._reading = asyncio.ensure_future(self._read(reader))
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
@@ -211,11 +250,35 @@ class _Worker:
                     self.ready.set_result(rest)
                 elif kind == "error":
                     self.error = rest
-        except OSError:
+                elif kind == "stats" and self._stats is not None and not self._stats.done():
+                    try:
+                        self._stats.set_result(from_json(rest))
+                    except ValueError as exc:
+                        log.warning("worker %d: %s", self.pid, exc)
+                        self._stats.set_result(None)
+        except (OSError, ValueError):  # ValueError: a line past the reader's limit
             pass
         finally:
             if not self.ready.done():
                 self.ready.set_result(None)
+            if self._stats is not None and not self._stats.done():
+                self._stats.set_result(None)
+
+    async def stats(self, timeout: float) -> ServerStats | None:
+        """The snapshot of the worker's server; None if it does not answer in time."""
+        if (
+            self.proc.returncode is not None or not self.ready.done()
+            or self.ready.result() is None or self._reading.done()
+        ):
+            return None
+        asking = self._stats
+        if asking is None or asking.done():  # else: join the request in flight
+            asking = self._stats = asyncio.get_running_loop().create_future()
+            self._writer.write(b"stats\n")
+        try:
+            return await asyncio.wait_for(asyncio.shield(asking), timeout)
+        except TimeoutError:
+            return None
 
     def signal(self, signum: int) -> None:
         if self.proc.returncode is None:
@@ -257,13 +320,18 @@ class Supervisor:
         port: the port (0: a free one, picked once for all workers).
         shutdown_timeout: the workers' ``--shutdown-timeout``; the supervisor
             kills those still running :data:`SHUTDOWN_MARGIN` seconds later.
+        metrics_port: serve the metrics of every worker on
+            ``http://host:metrics_port/metrics`` (needs ``neffos[metrics]``),
+            one sample set per worker with a ``worker`` label (its slot, 0 to
+            N-1; a restarted worker keeps its slot and counts from 0 again).
     """
 
     def __init__(
         self, command: Callable[[int, int], list[str]], count: int, host: str, port: int,
-        shutdown_timeout: float,
+        shutdown_timeout: float, metrics_port: int | None = None,
     ) -> None:
         self.command = command
+        self.metrics_port = metrics_port
         self.count = count
         self.host = host
         self.port = port
@@ -288,6 +356,7 @@ class Supervisor:
         for signum in signals:
             loop.add_signal_handler(signum, on_signal, signum)
         held: list[socket.socket] = []
+        exporter: MetricsListener | None = None
         try:
             try:
                 held, self.port = reserve_port(self.host, self.port)
@@ -298,8 +367,12 @@ class Supervisor:
                 print(f"error: cannot listen on {self.host}:{self.port}: {reason}",
                       file=sys.stderr)
                 return 1
+            if self.metrics_port is not None:
+                exporter = await self._serve_metrics()
+                if exporter is None:
+                    return 1
             try:
-                return await self._supervise(stop, force)
+                return await self._supervise(stop, force, exporter)
             except BaseException:
                 for slot in self._slots:  # never leave workers behind
                     if slot.worker is not None:
@@ -310,8 +383,39 @@ class Supervisor:
                 loop.remove_signal_handler(signum)
             for sock in held:
                 sock.close()
+            if exporter is not None:
+                await exporter.close()
 
-    async def _supervise(self, stop: asyncio.Future[str], force: asyncio.Future[str]) -> int:
+    async def _serve_metrics(self) -> MetricsListener | None:
+        """Listen on the metrics port (before any worker starts); None if it cannot."""
+        from .metrics import listen_gathered  # the supervisor alone needs prometheus_client
+
+        try:
+            return await listen_gathered(self.stats, self.host, self.metrics_port or 0)
+        except OSError as exc:
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else (
+                exc.strerror or str(exc)
+            )
+            print(f"error: cannot listen on {self.host}:{self.metrics_port} for metrics: "
+                  f"{reason}", file=sys.stderr)
+            return None
+
+    async def stats(self) -> list[tuple[dict[str, str], ServerStats]]:
+        """The snapshot of every worker that answers, labelled ``worker="<slot>"``."""
+        slots = [slot for slot in self._slots if slot.worker is not None]
+        found = await asyncio.gather(*(
+            slot.worker.stats(STATS_TIMEOUT) for slot in slots if slot.worker is not None
+        ))
+        return [
+            ({"worker": str(slot.index)}, stats)
+            for slot, stats in zip(slots, found, strict=True)
+            if stats is not None
+        ]
+
+    async def _supervise(
+        self, stop: asyncio.Future[str], force: asyncio.Future[str],
+        exporter: MetricsListener | None = None,
+    ) -> int:
         starting = asyncio.ensure_future(self._start_all())
         await asyncio.wait({starting, stop, self._fatal}, return_when=asyncio.FIRST_COMPLETED)
         if not starting.done():  # a signal (or a failing restart) during the start-up
@@ -323,6 +427,8 @@ class Supervisor:
             return 1
         else:
             print(f"listening on {starting.result()} ({self.count} workers)", flush=True)
+            if exporter is not None:
+                print(f"metrics on {exporter.url} (all workers)", flush=True)
             await asyncio.wait({stop, self._fatal}, return_when=asyncio.FIRST_COMPLETED)
         if self._fatal.done():
             await self._stop_workers(force)
@@ -371,7 +477,7 @@ class Supervisor:
             raise
         finally:
             theirs.close()
-        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=STATS_LIMIT)
         log.info("worker %d started", proc.pid)
         return _Worker(proc, reader, writer)
 
@@ -473,7 +579,7 @@ class Supervisor:
 
 async def supervise(
     command: Callable[[int, int], list[str]], count: int, host: str, port: int,
-    shutdown_timeout: float,
+    shutdown_timeout: float, metrics_port: int | None = None,
 ) -> int:
     """Run a :class:`Supervisor` until it stops; its exit status."""
-    return await Supervisor(command, count, host, port, shutdown_timeout).run()
+    return await Supervisor(command, count, host, port, shutdown_timeout, metrics_port).run()
