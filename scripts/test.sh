@@ -10,34 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3}
-# The Python that made .venv must be >= 3.11 (checked before any install).
-supported='import sys; sys.exit(sys.version_info < (3, 11))'
-if [ ! -x .venv/bin/python ]; then
-    if ! "$PYTHON" -c "$supported" 2>/dev/null; then
-        echo "test.sh: neffos needs Python >= 3.11 and '$PYTHON' is missing or older: run PYTHON=python3.11 $0 (or a newer Python)" >&2
-        exit 1
-    fi
-    "$PYTHON" -m venv .venv
-elif ! .venv/bin/python -c "$supported" 2>/dev/null; then
-    echo "test.sh: .venv was made by an unsupported Python ($(.venv/bin/python -V 2>&1 || echo 'it does not run')); neffos needs >= 3.11: rm -rf .venv and run PYTHON=python3.11 $0 (or a newer Python)" >&2
-    exit 1
-fi
-
-# key FILE...: a digest of the files' contents (and of the Python running it).
-key() {
-    .venv/bin/python - "$@" <<'PY'
-import hashlib, sys
-digest = hashlib.sha256(sys.version.encode())
-for name in sys.argv[1:]:
-    digest.update(name.encode() + b"\0" + open(name, "rb").read() + b"\0")
-print(digest.hexdigest())
-PY
-}
-# up_to_date STAMP KEY: true when STAMP holds KEY (and no reinstall was asked for).
-up_to_date() {
-    [ "${NEFFOS_REINSTALL:-}" != 1 ] && [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]
-}
+. scripts/lib.sh
+venv
 
 # pip: the version is read from src/neffos/__init__.py at install time, so it is in the key.
 stamp=.venv/.neffos-test.stamp
