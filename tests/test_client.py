@@ -299,3 +299,22 @@ async def test_native_dial_gets_what_a_peer_says_before_closing_at_once(net_tran
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("how", ["close(4001)", "aclose()"])
+async def test_a_closing_client_sends_its_close_frame(net_transport: str, how: str) -> None:
+    """The server sees the client's own code (not 1006, a drop), on every client
+    transport (the aiohttp client used to close its session under its close frame)."""
+    async with environment(net_transport) as env:
+        server = await env.server({"v1": {}})
+        client = await env.dial(server, {"v1": {}})
+        await client.connect("v1", timeout=5 * UNIT)
+        (server_conn,) = server.get_connections()
+        if how == "close(4001)":
+            client.close(4001, "bye")
+        else:
+            await client.aclose()
+        await asyncio.wait_for(server_conn.wait_closed(), 5 * UNIT)
+        assert server.stats.closes == {4001 if how == "close(4001)" else 1000: 1}
+        async with asyncio.timeout(5 * UNIT):
+            await client.wait_closed()

@@ -119,6 +119,12 @@ class AiohttpSocket:
             if receiver is not None:
                 receiver.socket_closed(ws.exception())
             if self._session is not None:
+                # Our own close() stopped the reading (aiohttp hands receive() a
+                # CLOSING message first): let it write its close frame and read
+                # the answer (bounded by aiohttp's ws_close timeout) before the
+                # session closes the connection under it.
+                if self._closing is not None:
+                    await asyncio.wait({self._closing})
                 await self._session.close()
 
     def _write(self, opcode: int, payload: bytes) -> int:
