@@ -357,7 +357,6 @@ async def test_close_codes(server_transport: str) -> None:
         server = await env.server({"v1": {}})
         exporter = await metrics.listen(server)
         try:
-            # (a picows client: the aiohttp client sends no close frame of its own)
             client = await neffos.dial(env.url(server), {"v1": {}}, transport="picows")
             (server_conn,) = server.get_connections()
             client.close(4001, "bye")
