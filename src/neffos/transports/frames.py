@@ -15,7 +15,9 @@ Two things make fan-out cheap, and both live here:
   for I/O. Ten messages to one connection in one turn are two system calls
   instead of ten. A write goes straight to the socket's file descriptor when
   the transport holds nothing (as picows does for its own frames), which
-  skips the event loop's write buffering.
+  skips the event loop's write buffering; a socket whose library can frame
+  and send a message in C (picows) lets it send the first frame of a turn
+  (:meth:`Outbox.now`).
 
 What a socket reports as waiting to be sent (the engine's ``send_buffer``
 check) is what its transport held after its last write, as when every frame
@@ -134,13 +136,13 @@ class Outbox:
     takes whatever the kernel did not (and every write of a TLS connection).
     """
 
-    __slots__ = ("_backlog", "_batch", "_fd", "_hot", "_out", "_queued", "transport")
+    __slots__ = ("_backlog", "_batch", "_fd", "_out", "_queued", "_turn", "transport")
 
     def __init__(self, transport: Any) -> None:
         self.transport = transport
         self._batch = batcher()
         self._fd = direct_fd(transport)
-        self._hot = False  # wrote or queued this turn (and is in the batcher's list)
+        self._turn = -1  # the batcher's turn of the last frame written at once
         self._out: list[bytes] | None = None
         self._queued = 0  # bytes in _out
         self._backlog = 0  # bytes the transport held after the last write
@@ -156,12 +158,14 @@ class Outbox:
         if out is None:
             if self.transport.is_closing():
                 return self._backlog
-            if not self._hot:  # the first frame of the turn: out at once
-                self._hot = True
-                self._batch.add(self)
+            batch = self._batch
+            if self._turn != batch.turn:  # the first frame of the turn: out at once
+                self._turn = batch.turn
+                batch.schedule()
                 self._write(frame)
                 return self._backlog
             self._out = [frame]
+            batch.add(self)
         else:
             out.append(frame)
         queued = self._queued = self._queued + len(frame)
@@ -180,11 +184,23 @@ class Outbox:
             return
         self._write(out[0] if len(out) == 1 else b"".join(out))
 
-    def end_turn(self) -> None:
-        """The turn is over (the batcher runs): write the queue, and the next
-        frame leaves at once again."""
-        self._hot = False
-        self.write_out()
+    def now(self) -> bool:
+        """Whether a frame may be written at once by the caller (the socket's
+        library): the first of this turn, nothing queued, not closing.
+
+        True marks the turn as started: what follows in it is queued.
+        """
+        batch = self._batch
+        if self._out is None and self._turn != batch.turn and not self.transport.is_closing():
+            self._turn = batch.turn
+            batch.schedule()
+            return True
+        return False
+
+    def backlog(self) -> int:
+        """Bytes the transport holds now (after a write the caller made)."""
+        backlog = self._backlog = int(self.transport.get_write_buffer_size())
+        return backlog
 
     def _write(self, data: bytes) -> None:
         transport = self.transport
@@ -233,34 +249,42 @@ def direct_fd(transport: Any) -> int:
 
 
 class Batcher:
-    """The sockets of one event loop that queued frames during this turn.
+    """The turns of one event loop, and the sockets that queued frames in this one.
 
-    The first socket to queue in a turn schedules one :meth:`run` with
-    ``call_soon``: it runs after the callbacks already scheduled and before
-    the loop waits for I/O again, so a message is never held longer than the
-    rest of the current turn.
+    A turn ends when :meth:`run` runs: the first socket to write or queue in a
+    turn schedules it with ``call_soon``, so it runs after the callbacks
+    already scheduled and before the loop waits for I/O again; a queued frame
+    is never held longer than the rest of the current turn.
     """
 
-    __slots__ = ("_loop", "_scheduled", "_sockets")
+    __slots__ = ("_loop", "_scheduled", "_sockets", "turn")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._sockets: list[Outbox] = []
         self._scheduled = False
+        #: the number of turns ended so far (an outbox compares it with its own)
+        self.turn = 0
 
-    def add(self, sock: Outbox) -> None:
-        self._sockets.append(sock)
+    def schedule(self) -> None:
+        """End this turn with a :meth:`run` (once per turn)."""
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.run)
 
+    def add(self, sock: Outbox) -> None:
+        """``sock`` queued its first frame of the turn."""
+        self._sockets.append(sock)
+        self.schedule()
+
     def run(self) -> None:
-        """Write out every socket's queue (one write each)."""
+        """End the turn: write out every socket's queue (one write each)."""
         self._scheduled = False
+        self.turn += 1
         sockets, self._sockets = self._sockets, []
         for sock in sockets:
             try:
-                sock.end_turn()
+                sock.write_out()
             except Exception:  # one broken transport must not stop the rest
                 sock.drop()
 

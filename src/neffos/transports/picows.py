@@ -252,7 +252,11 @@ class PicowsServerSocket(PicowsSocket):
         self._buffered = outbox.waiting
 
     def send(self, data: bytes, binary: bool) -> int:
-        return self._outbox.queue(data_frame(data, binary))  # type: ignore[union-attr]
+        outbox: Outbox = self._outbox  # type: ignore[assignment]
+        if outbox.now():  # the first frame of the turn: picows frames and sends it
+            self._ws.send(_BINARY if binary else _TEXT, data)  # type: ignore[union-attr]
+            return outbox.backlog()
+        return outbox.queue(data_frame(data, binary))
 
     def send_shared(self, shared: Shared) -> int:
         return self._outbox.queue(shared.frame())  # type: ignore[union-attr]
