@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -488,6 +489,21 @@ async def run_idle(args: argparse.Namespace, proto: Proto) -> dict[str, Any]:
     }
 
 
+def stdin_line() -> asyncio.Future[None]:
+    """Done when a line (or the end) comes on stdin: read by a daemon thread, which,
+    unlike the loop's executor, does not keep the process from exiting once the
+    result is printed."""
+    loop = asyncio.get_running_loop()
+    told: asyncio.Future[None] = loop.create_future()
+
+    def read() -> None:
+        sys.stdin.readline()
+        loop.call_soon_threadsafe(lambda: told.done() or told.set_result(None))
+
+    threading.Thread(target=read, daemon=True).start()
+    return told
+
+
 async def run_receive(args: argparse.Namespace, proto: Proto) -> dict[str, Any]:
     """Big room, one process of receivers: join, say ready, count until told to stop."""
     gen = Receive(args.receivers * args.messages)
@@ -499,7 +515,7 @@ async def run_receive(args: argparse.Namespace, proto: Proto) -> dict[str, Any]:
         client.sampled = not isinstance(client, CountingClient)
     print(json.dumps({"ready": True, "receivers": len(clients)}), flush=True)
     # Done when every message reached every client here, or when told to stop.
-    told = asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    told = stdin_line()
     await asyncio.wait([gen.done, told], return_when=asyncio.FIRST_COMPLETED)
     for c in clients:
         c.t.disconnect()  # type: ignore[union-attr]
