@@ -166,7 +166,7 @@ class AiohttpSocket:
 
 class AiohttpServerSocket(AiohttpSocket):
     """The server side: data frames built by neffos (once per broadcast) and
-    written once per loop turn (:mod:`neffos.transports.frames`)."""
+    written at most twice per loop turn (:mod:`neffos.transports.frames`)."""
 
     __slots__ = ("_outbox",)
 

@@ -237,9 +237,10 @@ class PicowsSocket(WSListener):
 
 
 class PicowsServerSocket(PicowsSocket):
-    """The server side: frames built by neffos (once per broadcast, see
-    :mod:`neffos.transports.frames`) and written once per loop turn, straight
-    to the TCP transport under picows."""
+    """The server side: the first frame of a loop turn is sent by picows (framed
+    and written in C); frames that follow it in the same turn, and broadcast
+    frames (built once, see :mod:`neffos.transports.frames`), are written
+    straight to the TCP transport under picows, at most twice per turn."""
 
     __slots__ = ("_outbox",)
 

@@ -235,7 +235,7 @@ class WebsocketsSocket(asyncio.Protocol):
 
 class WebsocketsServerSocket(WebsocketsSocket):
     """The server side: data frames built by neffos (once per broadcast) and
-    written once per loop turn (:mod:`neffos.transports.frames`); websockets
+    written at most twice per loop turn (:mod:`neffos.transports.frames`); websockets
     still writes the control frames, after what was queued."""
 
     __slots__ = ("_outbox",)
