@@ -120,23 +120,50 @@ async def close_pair(transport: asyncio.Transport, keep: Any) -> None:
     await server.wait_closed()
 
 
-async def test_the_first_frame_of_a_turn_leaves_at_once_the_rest_in_one_write() -> None:
+async def test_frames_of_one_turn_leave_in_one_write() -> None:
     transport, reader, keep = await tcp_pair()
     counting = Counting(transport)  # no socket to write to directly: every write counted
     outbox = Outbox(counting)
     frames = [data_frame(f"message {i}".encode(), False) for i in range(10)]
     for frame in frames:
         assert outbox.queue(frame) == 0  # nothing is waiting in the transport
-    assert counting.writes == 1  # the first, not held for the turn
-    assert outbox.waiting() == sum(map(len, frames[1:]))
+    assert counting.writes == 0  # not before the turn ends
+    assert outbox.waiting() == sum(map(len, frames))
     await asyncio.sleep(0)  # the rest of the turn: the batcher runs
-    assert counting.writes == 2
+    assert counting.writes == 1
     assert outbox.waiting() == 0
     expected = b"".join(frames)
     assert await asyncio.wait_for(reader.readexactly(len(expected)), 5 * UNIT) == expected
-    outbox.queue(frames[0])  # a new turn: at once again
+    await close_pair(transport, keep)
+
+
+async def test_a_broadcasts_first_frame_of_a_turn_leaves_at_once() -> None:
+    transport, reader, keep = await tcp_pair()
+    counting = Counting(transport)
+    outbox = Outbox(counting)
+    frames = [data_frame(f"message {i}".encode(), False) for i in range(10)]
+    for frame in frames[:5]:
+        outbox.queue_shared(frame)
+    assert counting.writes == 1  # the first, not held for the turn
+    for frame in frames[5:]:  # direct sends after it: queued behind, in order
+        outbox.queue(frame)
+    assert outbox.waiting() == sum(map(len, frames[1:]))
+    await asyncio.sleep(0)
+    assert counting.writes == 2
+    expected = b"".join(frames)
+    assert await asyncio.wait_for(reader.readexactly(len(expected)), 5 * UNIT) == expected
+    # a new turn: at once again, but not past a direct send queued before it
+    outbox.queue_shared(frames[0])
     assert counting.writes == 3
-    assert await asyncio.wait_for(reader.readexactly(len(frames[0])), 5 * UNIT) == frames[0]
+    outbox.queue(frames[1])
+    await asyncio.sleep(0)
+    outbox.queue(frames[2])
+    outbox.queue_shared(frames[3])
+    assert counting.writes == 4
+    await asyncio.sleep(0)
+    assert counting.writes == 5
+    expected = b"".join(frames[:4])
+    assert await asyncio.wait_for(reader.readexactly(len(expected)), 5 * UNIT) == expected
     await close_pair(transport, keep)
 
 
@@ -154,11 +181,11 @@ async def test_writes_go_straight_to_the_socket_when_nothing_waits() -> None:
     outbox = Outbox(transport)
     assert direct_fd(transport) >= 0
     first, *rest = [data_frame(f"message {i}".encode(), False) for i in range(5)]
-    outbox.queue(first)
+    outbox.queue_shared(first)
     # in the kernel already: readable without letting the loop run
     assert peer.recv(4096, socket.MSG_DONTWAIT) == first
     for frame in rest:
-        outbox.queue(frame)
+        outbox.queue_shared(frame)
     with pytest.raises(BlockingIOError):  # held for the end of the turn
         peer.recv(4096, socket.MSG_DONTWAIT)
     await asyncio.sleep(0)
@@ -173,7 +200,7 @@ async def test_a_full_socket_hands_the_rest_to_the_transport_in_order() -> None:
     frame = data_frame(b"z" * 60_000, True)
     count = 0
     while outbox.waiting() == 0:  # until the kernel's buffer is full
-        outbox.queue(frame)
+        outbox.queue_shared(frame)
         count += 1
         await asyncio.sleep(0)
     assert transport.get_write_buffer_size() > 0  # the transport holds the rest
@@ -231,9 +258,8 @@ async def test_a_big_turn_is_written_as_it_grows() -> None:
     count = 3 * WRITE_AT // len(frame)
     for _ in range(count):
         outbox.queue(frame)
-    # the first at once, then whenever the queue reached WRITE_AT, the rest at
-    # the end of the turn
-    assert counting.writes == 1 + (count - 1) * len(frame) // WRITE_AT
+    # written whenever the queue reached WRITE_AT, the rest at the end of the turn
+    assert counting.writes == count * len(frame) // WRITE_AT
     await asyncio.sleep(0)
     assert outbox.waiting() == 0
     data = await asyncio.wait_for(reader.readexactly(count * len(frame)), 5 * UNIT)
@@ -246,7 +272,7 @@ async def test_an_aborted_outbox_writes_nothing_and_a_closed_one_takes_nothing()
     counting = Counting(transport)
     outbox = Outbox(counting)
     first = data_frame(b"first", False)
-    outbox.queue(first)  # out at once
+    outbox.queue_shared(first)  # out at once
     outbox.queue(data_frame(b"never", False))  # queued for the end of the turn
     outbox.drop()
     await asyncio.sleep(0)

@@ -7,17 +7,17 @@ Two things make fan-out cheap, and both live here:
   wraps its message in a :class:`Shared`, whose :meth:`Shared.frame` builds the
   WebSocket frame the first time a socket asks for it; every other receiving
   socket queues the very same ``bytes`` object.
-* **At most two writes per connection per loop turn.** The first frame a
-  server socket sends in a turn is written at once, so a lone message waits
-  for nothing; frames that follow it in the same turn are queued
-  (:meth:`Outbox.queue`) and leave together in one write when the loop's
-  :class:`Batcher` runs, in a callback that runs before the loop next waits
-  for I/O. Ten messages to one connection in one turn are two system calls
-  instead of ten. A write goes straight to the socket's file descriptor when
-  the transport holds nothing (as picows does for its own frames), which
-  skips the event loop's write buffering; a socket whose library can frame
-  and send a message in C (picows) lets it send the first frame of a turn
-  (:meth:`Outbox.now`).
+* **At most two writes per connection per loop turn.** A server socket does
+  not write each frame as it is sent: it queues it (:meth:`Outbox.queue`)
+  and registers with its loop's :class:`Batcher`, which writes every queued
+  frame of every socket in one write per socket, in a callback that runs
+  before the loop next waits for I/O. A broadcast's delivery
+  (:meth:`Outbox.queue_shared`) is the exception: the first one of a turn is
+  written at once, so the first receivers of a big room do not wait for the
+  whole room to be walked. Ten messages to one connection in one turn are one
+  or two system calls instead of ten. A write goes straight to the socket's
+  file descriptor when the transport holds nothing (as picows does for its
+  own frames), which skips the event loop's write buffering.
 
 What a socket reports as waiting to be sent (the engine's ``send_buffer``
 check) is what its transport held after its last write, as when every frame
@@ -127,13 +127,20 @@ class Outbox:
     ``transport`` is the asyncio transport of the connection (uvloop's are no
     ``asyncio.Transport`` subclasses, hence ``Any``).
 
-    The first frame of a turn leaves at once (a single message waits for
-    nothing); the frames that follow it in the same turn are queued and leave
-    together, in one write, when the loop's :class:`Batcher` runs at the end of
-    the turn. A write goes straight to the socket (``os.write`` on its file
-    descriptor) when the transport holds nothing, the way picows writes its own
-    frames: one system call, no buffering in the event loop; the transport
-    takes whatever the kernel did not (and every write of a TLS connection).
+    :meth:`queue` holds a frame until the loop's :class:`Batcher` runs at the
+    end of the turn, and everything a connection queued in a turn leaves in one
+    write: the right trade for replies and direct sends, which come from many
+    connections' handlers in one turn (the loop reads more requests per wake-up
+    and writes all answers in one pass). :meth:`queue_shared`, for a broadcast,
+    writes the first frame of a turn at once instead: a broadcast walks all its
+    receivers in one go, and holding every frame until the walk is over would
+    make the first receivers wait for the last. Frames after the first in the
+    same turn are queued behind it, so order holds either way.
+
+    A write goes straight to the socket (``os.write`` on its file descriptor)
+    when the transport holds nothing, the way picows writes its own frames: one
+    system call, no buffering in the event loop; the transport takes whatever
+    the kernel did not (and every write of a TLS connection).
     """
 
     __slots__ = ("_backlog", "_batch", "_fd", "_out", "_queued", "_turn", "transport")
@@ -148,8 +155,8 @@ class Outbox:
         self._backlog = 0  # bytes the transport held after the last write
 
     def queue(self, frame: bytes) -> int:
-        """Write a whole frame now, or queue it for this turn's write; return
-        the bytes waiting in the transport.
+        """Queue a whole frame for this turn's write; return the bytes waiting
+        in the transport.
 
         A frame for a transport that is closing is dropped, as the libraries
         themselves do once a connection is going.
@@ -158,20 +165,26 @@ class Outbox:
         if out is None:
             if self.transport.is_closing():
                 return self._backlog
-            batch = self._batch
-            if self._turn != batch.turn:  # the first frame of the turn: out at once
-                self._turn = batch.turn
-                batch.schedule()
-                self._write(frame)
-                return self._backlog
             self._out = [frame]
-            batch.add(self)
+            self._batch.add(self)
         else:
             out.append(frame)
         queued = self._queued = self._queued + len(frame)
         if queued >= WRITE_AT:
             self.write_out()
         return self._backlog
+
+    def queue_shared(self, frame: bytes) -> int:
+        """As :meth:`queue`, but the first frame of the turn is written at once
+        (a broadcast's delivery)."""
+        if self._out is None:
+            batch = self._batch
+            if self._turn != batch.turn and not self.transport.is_closing():
+                self._turn = batch.turn
+                batch.schedule()
+                self._write(frame)
+                return self._backlog
+        return self.queue(frame)
 
     def write_out(self) -> None:
         """Write what was queued now (before a control frame, or from the batcher)."""
@@ -183,24 +196,6 @@ class Outbox:
         if self.transport.is_closing():
             return
         self._write(out[0] if len(out) == 1 else b"".join(out))
-
-    def now(self) -> bool:
-        """Whether a frame may be written at once by the caller (the socket's
-        library): the first of this turn, nothing queued, not closing.
-
-        True marks the turn as started: what follows in it is queued.
-        """
-        batch = self._batch
-        if self._out is None and self._turn != batch.turn and not self.transport.is_closing():
-            self._turn = batch.turn
-            batch.schedule()
-            return True
-        return False
-
-    def backlog(self) -> int:
-        """Bytes the transport holds now (after a write the caller made)."""
-        backlog = self._backlog = int(self.transport.get_write_buffer_size())
-        return backlog
 
     def _write(self, data: bytes) -> None:
         transport = self.transport

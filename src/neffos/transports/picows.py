@@ -237,10 +237,9 @@ class PicowsSocket(WSListener):
 
 
 class PicowsServerSocket(PicowsSocket):
-    """The server side: the first frame of a loop turn is sent by picows (framed
-    and written in C); frames that follow it in the same turn, and broadcast
-    frames (built once, see :mod:`neffos.transports.frames`), are written
-    straight to the TCP transport under picows, at most twice per turn."""
+    """The server side: frames built by neffos (once per broadcast, see
+    :mod:`neffos.transports.frames`) and written at most twice per loop turn,
+    straight to the TCP transport under picows."""
 
     __slots__ = ("_outbox",)
 
@@ -253,14 +252,10 @@ class PicowsServerSocket(PicowsSocket):
         self._buffered = outbox.waiting
 
     def send(self, data: bytes, binary: bool) -> int:
-        outbox: Outbox = self._outbox  # type: ignore[assignment]
-        if outbox.now():  # the first frame of the turn: picows frames and sends it
-            self._ws.send(_BINARY if binary else _TEXT, data)  # type: ignore[union-attr]
-            return outbox.backlog()
-        return outbox.queue(data_frame(data, binary))
+        return self._outbox.queue(data_frame(data, binary))  # type: ignore[union-attr]
 
     def send_shared(self, shared: Shared) -> int:
-        return self._outbox.queue(shared.frame())  # type: ignore[union-attr]
+        return self._outbox.queue_shared(shared.frame())  # type: ignore[union-attr]
 
     def _write_queued(self) -> None:
         if self._outbox is not None:
