@@ -28,6 +28,7 @@ import os
 import pathlib
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +37,9 @@ from typing import Any
 
 HERE = pathlib.Path(__file__).parent
 PY = sys.executable
+#: command prefixes that pin servers and load generators to cores (``--pin``)
+SERVER_PIN: list[str] = []
+GEN_PIN: list[str] = []
 
 TARGETS = {
     "ceiling": (["ceiling"], "raw"),
@@ -72,7 +76,7 @@ async def start_server(
     # server runs, and a full one would stall it mid-benchmark.
     with tempfile.TemporaryFile() as errors:
         proc = await asyncio.create_subprocess_exec(
-            PY, str(HERE / "servers.py"), *args, "--loop", loop, *extra,
+            *SERVER_PIN, PY, str(HERE / "servers.py"), *args, "--loop", loop, *extra,
             stdout=asyncio.subprocess.PIPE, stderr=errors,
         )
         assert proc.stdout is not None
@@ -111,7 +115,7 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
 
 async def loadgen(args: list[str], timeout: float) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
-        PY, str(HERE / "loadgen.py"), *args,
+        *GEN_PIN, PY, str(HERE / "loadgen.py"), *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -163,7 +167,8 @@ async def run_idle(target: str, opts: argparse.Namespace) -> dict[str, Any]:
             n = min(PER_LOADGEN, remaining)
             remaining -= n
             gens.append(await asyncio.create_subprocess_exec(
-                PY, str(HERE / "loadgen.py"), "idle", "--url", f"ws://127.0.0.1:{port}/",
+                *GEN_PIN, PY, str(HERE / "loadgen.py"), "idle", "--url",
+                f"ws://127.0.0.1:{port}/",
                 "--protocol", TARGETS[target][1], "--conns", str(n), "--loop", opts.loop,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -278,7 +283,7 @@ async def run_cross_node(target: str, opts: argparse.Namespace) -> dict[str, Any
 
 async def _hold_clients(port: int, n: int, loop: str) -> asyncio.subprocess.Process:
     gen = await asyncio.create_subprocess_exec(
-        PY, str(HERE / "loadgen.py"), "idle", "--url", f"ws://127.0.0.1:{port}/",
+        *GEN_PIN, PY, str(HERE / "loadgen.py"), "idle", "--url", f"ws://127.0.0.1:{port}/",
         "--conns", str(n), "--loop", loop,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
@@ -329,7 +334,8 @@ async def run_room(target: str, opts: argparse.Namespace, size: int, rate: float
         for i in range(procs):
             n = size // procs + (1 if i < size % procs else 0)
             gens.append(await asyncio.create_subprocess_exec(
-                PY, str(HERE / "loadgen.py"), "receive", "--url", url, "--protocol", protocol,
+                *GEN_PIN, PY, str(HERE / "loadgen.py"), "receive", "--url", url,
+                "--protocol", protocol,
                 "--receivers", str(n), "--messages", str(messages),
                 "--sample", str(opts.sample), "--loop", opts.loop,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -674,7 +680,16 @@ async def main() -> int:
     parser.add_argument("--baseline", action="append", default=[], metavar="GIT_REF",
                         help="also run neffos (picows) as of GIT_REF, as target 'baseline'"
                              " (repeatable: 'baseline-<ref>' each)")
+    parser.add_argument("--pin", action="store_true",
+                        help="run servers on core 0 and load generators on the other cores "
+                             "(taskset, Linux): far less noise between runs on a small machine")
     opts = parser.parse_args()
+    if opts.pin:
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < 2 or shutil.which("taskset") is None:
+            parser.error("--pin needs taskset and at least 2 cores")
+        SERVER_PIN[:] = ["taskset", "-c", str(cores[0])]
+        GEN_PIN[:] = ["taskset", "-c", ",".join(map(str, cores[1:]))]
     for ref in opts.baseline:
         name = "baseline" if len(opts.baseline) == 1 else f"baseline-{ref}"
         add_baseline(ref, name)
