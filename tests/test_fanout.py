@@ -220,7 +220,7 @@ async def test_a_full_socket_hands_the_rest_to_the_transport_in_order() -> None:
 
 async def test_tls_and_unknown_transports_are_never_written_directly() -> None:
     assert direct_fd(object()) == -1
-    transport, reader, keep = await tcp_pair()
+    transport, _reader, keep = await tcp_pair()
     assert direct_fd(transport) >= 0
     assert direct_fd(Counting(transport)) == -1  # says nothing of its socket
     await close_pair(transport, keep)

@@ -713,7 +713,7 @@ async def test_metrics_of_every_worker(app_dir: Path) -> None:
         slot_b = "1" if slot_a == "0" else "0"
         assert after[key("neffos_connections", worker=slot_a)] >= 1
         assert after[key("neffos_namespace_connections", namespace="chat", worker=slot_b)] >= 1
-        status, headers, body = await http_get(metrics_url, "HEAD")
+        status, _headers, body = await http_get(metrics_url, "HEAD")
         assert (status, body) == (200, b""), status
         assert (await http_get(metrics_url.replace("/metrics", "/other")))[0] == 404
 

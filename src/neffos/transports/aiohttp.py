@@ -123,9 +123,11 @@ class AiohttpSocket:
                 # CLOSING message first): let it write its close frame and read
                 # the answer (bounded by aiohttp's ws_close timeout) before the
                 # session closes the connection under it.
-                if self._closing is not None:
-                    await asyncio.wait({self._closing})
-                await self._session.close()
+                try:
+                    if self._closing is not None:
+                        await asyncio.wait({self._closing})
+                finally:  # even when cancelled meanwhile
+                    await self._session.close()
 
     def _write(self, opcode: int, payload: bytes) -> int:
         transport = self._transport
