@@ -21,7 +21,11 @@ Each worker gets one end of a socket pair (``--worker-fd``); the supervisor
 keeps the other. On it the worker says ``ready <url>`` once it listens or
 ``error <text>`` when it cannot start (the one line the supervisor then prints).
 The worker watches its end too: end of file means the supervisor is gone (even
-killed with SIGKILL), and the worker shuts down gracefully, as on SIGTERM. The
+killed with SIGKILL), and the worker shuts down gracefully, as on SIGTERM.
+With ``--metrics-port``, the supervisor also sends ``stats`` on it at each
+scrape, and the worker answers with one line, ``stats <json>``
+(:func:`neffos.stats.to_json`); the supervisor serves them all, a ``worker``
+label each. The
 same mechanism works on Linux and macOS, unlike ``PR_SET_PDEATHSIG``.
 
 Workers run in a process group of their own, so a Ctrl-C in the terminal
