@@ -252,6 +252,12 @@ async def serve_websocket(
     )
     endpoint.accept(sock)
     await sock.read_loop()
+    if transport is not None:
+        # The WebSocket ended, but its TCP connection may still be flushing to
+        # a peer that never reads (aiohttp closes it gracefully): drop it after
+        # close_timeout, as the other transports do, so it cannot hold its
+        # unsent bytes for as long as TCP keeps trying.
+        asyncio.get_running_loop().call_later(endpoint.close_timeout, transport.abort)
     return ws
 
 
