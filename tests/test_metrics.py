@@ -726,3 +726,28 @@ async def test_serve_metrics_errors(tmp_path: Path,
             _, stderr = await program.finish(1)
             assert "Traceback" not in stderr and stderr.count("\n") == 1, stderr
             assert "pip install 'neffos[metrics]'" in stderr, stderr
+
+
+async def test_pages_may_answer_with_any_sequence_or_a_coroutine() -> None:
+    """A page answer given as a list still works; an awaited one that is not
+    (status, headers, body) is a 500, never a connection left hanging."""
+
+    async def later(request: neffos.Request) -> Any:
+        await asyncio.sleep(0)
+        return "nonsense" if request.path == "/bad" else (200, [], b"later")
+
+    def pages(request: neffos.Request) -> Any:
+        if request.path == "/list":
+            return [200, [], b"a list"]
+        return later(request)
+
+    server = neffos.Server({"v1": {}})
+    listener = await server.listen("127.0.0.1", 0, path="/echo", pages=pages)
+    try:
+        base = f"http://127.0.0.1:{listener.port}"
+        assert (await http_get(base + "/list"))[::2] == (200, b"a list")
+        assert (await http_get(base + "/later"))[::2] == (200, b"later")
+        assert (await http_get(base + "/bad"))[0] == 500
+    finally:
+        await listener.close()
+        await server.close()

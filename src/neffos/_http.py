@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import ipaddress
 import logging
 import urllib.parse
@@ -380,7 +381,7 @@ class HttpFront(asyncio.Protocol):
         except Exception:
             log.exception("routing %r failed", request)
             answer = (500, [], b"Internal Server Error\n")
-        if answer is not None and not isinstance(answer, tuple):
+        if inspect.isawaitable(answer):
             self._answer_later(request, answer)
             return
         if answer is None:
@@ -404,12 +405,13 @@ class HttpFront(asyncio.Protocol):
             self._answering = None
             if task.cancelled():
                 return
-            exc = task.exception()
-            if exc is not None:
+            try:
+                status, headers, body = task.result()
+            except Exception as exc:  # it raised, or made no (status, headers, body)
                 log.error("answering %r failed", request, exc_info=exc)
                 self._reply(500, [], b"Internal Server Error\n")
             else:
-                self._reply(*task.result())
+                self._reply(status, headers, body)
 
         task.add_done_callback(made)
 

@@ -195,7 +195,12 @@ class WorkerChannel:
                 request = bytes(pending[:end])
                 del pending[:end + 1]
                 if request == b"stats" and self.report is not None:
-                    self._answer(b"stats " + to_json(self.report()).encode() + b"\n")
+                    try:
+                        answer = to_json(self.report()).encode()
+                    except Exception:  # the supervisor must not wait: say "none"
+                        log.exception("a snapshot of this worker's numbers failed")
+                        answer = b"-"
+                    self._answer(b"stats " + answer + b"\n")
             if len(pending) > 4096:  # not a supervisor's request: forget it
                 pending.clear()
 

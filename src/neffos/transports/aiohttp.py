@@ -252,12 +252,13 @@ async def serve_websocket(
     )
     endpoint.accept(sock)
     await sock.read_loop()
-    if transport is not None:
-        # The WebSocket ended, but its TCP connection may still be flushing to
+    tcp: Any = transport  # a uvloop or asyncio socket transport (not typed as one)
+    if tcp is not None and tcp.get_write_buffer_size():
+        # The WebSocket ended, but its TCP connection is still flushing, maybe to
         # a peer that never reads (aiohttp closes it gracefully): drop it after
         # close_timeout, as the other transports do, so it cannot hold its
         # unsent bytes for as long as TCP keeps trying.
-        asyncio.get_running_loop().call_later(endpoint.close_timeout, transport.abort)
+        asyncio.get_running_loop().call_later(endpoint.close_timeout, tcp.abort)
     return ws
 
 
