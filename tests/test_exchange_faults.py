@@ -10,33 +10,12 @@ from typing import Any
 
 import pytest
 from helpers import UNIT, Recorder
-from helpers.brokers import redis_cluster, running
+from helpers.brokers import WatchedStats, redis_cluster, running
 
 import neffos
-from neffos.exchange.base import ExchangeStats
 from neffos.exchange.redis import RedisStackExchange
 
 pytestmark = pytest.mark.broker
-
-
-@dataclasses.dataclass
-class WatchedStats(ExchangeStats):
-    """Exchange counters that wake :meth:`wait` whenever one changes."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_changed", asyncio.Event())
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        super().__setattr__(name, value)
-        changed = getattr(self, "_changed", None)
-        if changed is not None:
-            changed.set()
-
-    async def wait(self, field: str, at_least: int, timeout: float = 10 * UNIT) -> None:
-        async with asyncio.timeout(timeout):
-            while getattr(self, field) < at_least:
-                self._changed.clear()
-                await self._changed.wait()
 
 
 class _OnLog(logging.Handler):

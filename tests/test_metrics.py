@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import signal
 import socket
@@ -23,14 +22,13 @@ from urllib.parse import urlsplit
 import picows
 import pytest
 from helpers import UNIT, Recorder, environment
-from helpers.brokers import running
+from helpers.brokers import WatchedStats, running
 from helpers.programs import ENV, Program
 from helpers.raw import RawPeer
 from prometheus_client.parser import text_string_to_metric_families
 
 import neffos
 from neffos import metrics
-from neffos.exchange.base import ExchangeStats
 
 WAIT = 5 * UNIT
 
@@ -496,26 +494,6 @@ async def test_bus_metrics(kind: str) -> None:
             await listener.close()
             for server in servers:
                 await server.close()
-
-
-@dataclasses.dataclass
-class WatchedStats(ExchangeStats):
-    """Exchange counters that a test can wait on."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_changed", asyncio.Event())
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        super().__setattr__(name, value)
-        changed = getattr(self, "_changed", None)
-        if changed is not None:
-            changed.set()
-
-    async def wait(self, field: str, at_least: int, timeout: float = 10 * UNIT) -> None:
-        async with asyncio.timeout(timeout):
-            while getattr(self, field) < at_least:
-                self._changed.clear()
-                await self._changed.wait()
 
 
 def a_stats(server: neffos.Server) -> WatchedStats:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -20,6 +21,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+
+from neffos.exchange.base import ExchangeStats
+
+from . import UNIT
 
 READY = {"redis": b"Ready to accept connections", "nats": b"Server is ready"}
 
@@ -234,3 +239,24 @@ async def redis_cluster() -> AsyncIterator[RedisCluster]:
         yield cluster
     finally:
         await cluster.stop()
+
+
+@dataclasses.dataclass
+class WatchedStats(ExchangeStats):
+    """Exchange counters that wake :meth:`wait` whenever one changes (set it as
+    an exchange's ``stats`` to wait on its publications, losses, reconnections)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_changed", asyncio.Event())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        changed = getattr(self, "_changed", None)
+        if changed is not None:
+            changed.set()
+
+    async def wait(self, field: str, at_least: int, timeout: float = 10 * UNIT) -> None:
+        async with asyncio.timeout(timeout):
+            while getattr(self, field) < at_least:
+                self._changed.clear()
+                await self._changed.wait()
