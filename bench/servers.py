@@ -149,9 +149,12 @@ async def serve_ceiling_batched(args: argparse.Namespace) -> None:
             data = data[sent:]
         tcp.write(data)
 
+    turn = {"crowded": False, "burst": False}
+
     def flush() -> None:  # the end of the turn: what followed the first frames
         batch = dirty[:]
         dirty.clear()
+        turn["burst"], turn["crowded"] = turn["crowded"], False
         for peer in batch:
             out, peer.out, peer.hot = peer.out, [], False
             if out:
@@ -170,9 +173,12 @@ async def serve_ceiling_batched(args: argparse.Namespace) -> None:
                 if not dirty:
                     loop.call_soon(flush)
                 dirty.append(self)
-                write(self, data)
+                if not turn["burst"]:  # unless the last turn was crowded
+                    write(self, data)
+                    return
             else:
-                self.out.append(data)
+                turn["crowded"] = True
+            self.out.append(data)
 
         def on_ws_connected(self, transport: WSTransport) -> None:
             self.tcp = transport.underlying_transport

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import trustme
-from helpers import UNIT, environment
+from helpers import NETWORK_TRANSPORTS, UNIT, environment
 from helpers.raw import RawPeer
 from websockets.frames import Frame, Opcode
 
@@ -152,17 +152,26 @@ async def test_a_broadcasts_first_frame_of_a_turn_leaves_at_once() -> None:
     assert counting.writes == 2
     expected = b"".join(frames)
     assert await asyncio.wait_for(reader.readexactly(len(expected)), 5 * UNIT) == expected
-    # a new turn: at once again, but not past a direct send queued before it
+    # That turn was crowded (five broadcast frames for one socket): the loop is
+    # behind, so in the next turn a broadcast queues too, one write per turn.
     outbox.queue_shared(frames[0])
-    assert counting.writes == 3
-    outbox.queue(frames[1])
+    assert counting.writes == 2
     await asyncio.sleep(0)
-    outbox.queue(frames[2])
-    outbox.queue_shared(frames[3])
+    assert counting.writes == 3
+    # One broadcast frame in that turn: the next one leaves at once again...
+    outbox.queue_shared(frames[1])
     assert counting.writes == 4
+    outbox.queue(frames[2])  # (a direct send after it does not crowd the turn)
     await asyncio.sleep(0)
     assert counting.writes == 5
-    expected = b"".join(frames[:4])
+    # ...but never past a direct send queued before it.
+    outbox.queue(frames[3])
+    outbox.queue_shared(frames[4])
+    assert counting.writes == 5
+    await asyncio.sleep(0)
+    assert counting.writes == 6
+    assert not batcher().burst  # one broadcast frame in that turn: not crowded
+    expected = b"".join(frames[:5])
     assert await asyncio.wait_for(reader.readexactly(len(expected)), 5 * UNIT) == expected
     await close_pair(transport, keep)
 
@@ -330,6 +339,53 @@ async def test_broadcasts_and_direct_sends_keep_their_order(transport: str) -> N
         await asyncio.wait_for(asyncio.gather(*done.values()), 10 * UNIT)
         assert got["a"] == list(range(count))
         assert got["b"] == list(range(0, count, 2))
+
+
+async def test_order_holds_while_the_loop_catches_up(transport: str) -> None:
+    """Turns that give a connection several broadcast frames put the next turn
+    in burst mode (broadcasts queue from the first frame); order holds through
+    crowded, burst and quiet turns alike."""
+    rounds = [40, 40, 1, 40, 2, 1, 40]  # messages per turn
+    total = sum(rounds)
+    bursts: list[bool] = []
+
+    async def go(ns: neffos.NSConn, msg: neffos.Message) -> None:
+        server = ns.conn.server
+        n = 0
+        for count in rounds:
+            for _ in range(count):
+                if n % 2:
+                    ns.emit("n", str(n).encode())
+                else:
+                    server.broadcast(None, neffos.Message(NS, "n", body=str(n).encode()))
+                n += 1
+            await asyncio.sleep(0)  # the turn ends: its writes leave first
+            bursts.append(batcher().burst)
+
+    async with environment(transport) as env:
+        server = await env.server({NS: {"go": go}})
+        got: dict[str, list[int]] = {"a": [], "b": []}
+        done = {name: asyncio.get_running_loop().create_future() for name in got}
+
+        def receiver(name: str, last: int) -> Any:
+            def on_n(ns: neffos.NSConn, msg: neffos.Message) -> None:
+                got[name].append(int(msg.body))
+                if int(msg.body) == last and not done[name].done():
+                    done[name].set_result(None)
+
+            return {NS: {"n": on_n}}
+
+        last_even = total - 1 if (total - 1) % 2 == 0 else total - 2
+        a = await env.dial(server, receiver("a", total - 1))
+        b = await env.dial(server, receiver("b", last_even))  # the broadcasts only
+        ns_a = await a.connect(NS)
+        await b.connect(NS)
+        ns_a.emit("go")
+        await asyncio.wait_for(asyncio.gather(*done.values()), 10 * UNIT)
+        assert got["a"] == list(range(total))
+        assert got["b"] == list(range(0, total, 2))
+        if transport in NETWORK_TRANSPORTS:  # server sockets with an outbox
+            assert bursts == [True, True, False, True, False, False, True]
 
 
 async def test_exclusion_holds(transport: str) -> None:

@@ -15,9 +15,12 @@ Two things make fan-out cheap, and both live here:
   (:meth:`Outbox.queue_shared`) is the exception: the first one of a turn is
   written at once, so the first receivers of a big room do not wait for the
   whole room to be walked. Ten messages to one connection in one turn are one
-  or two system calls instead of ten. A write goes straight to the socket's
-  file descriptor when the transport holds nothing (as picows does for its
-  own frames), which skips the event loop's write buffering.
+  or two system calls instead of ten. A turn that gave some socket a second
+  broadcast frame means the loop is behind, so the next turn queues
+  broadcasts from the first frame too (:attr:`Batcher.burst`): one write
+  per connection per turn until a turn is quiet again. A write goes straight
+  to the socket's file descriptor when the transport holds nothing (as picows
+  does for its own frames), which skips the event loop's write buffering.
 
 What a socket reports as waiting to be sent (the engine's ``send_buffer``
 check) is what its transport held after its last write, as when every frame
@@ -135,7 +138,9 @@ class Outbox:
     writes the first frame of a turn at once instead: a broadcast walks all its
     receivers in one go, and holding every frame until the walk is over would
     make the first receivers wait for the last. Frames after the first in the
-    same turn are queued behind it, so order holds either way.
+    same turn are queued behind it, so order holds either way. After a turn
+    in which some socket got a second broadcast frame, the loop is behind,
+    and the next turn's broadcasts queue from the first frame as well.
 
     A write goes straight to the socket (``os.write`` on its file descriptor)
     when the transport holds nothing, the way picows writes its own frames: one
@@ -149,7 +154,7 @@ class Outbox:
         self.transport = transport
         self._batch = batcher()
         self._fd = direct_fd(transport)
-        self._turn = -1  # the batcher's turn of the last frame written at once
+        self._turn = -1  # the batcher's turn of the last broadcast frame
         self._out: list[bytes] | None = None
         self._queued = 0  # bytes in _out
         self._backlog = 0  # bytes the transport held after the last write
@@ -175,16 +180,26 @@ class Outbox:
         return self._backlog
 
     def queue_shared(self, frame: bytes) -> int:
-        """As :meth:`queue`, but the first frame of the turn is written at once
-        (a broadcast's delivery)."""
-        if self._out is None:
-            batch = self._batch
-            if self._turn != batch.turn and not self.transport.is_closing():
-                self._turn = batch.turn
+        """As :meth:`queue`, for a broadcast's delivery: the first broadcast
+        frame of the turn is written at once, unless the batcher is in burst
+        mode; a second one marks the turn crowded."""
+        batch = self._batch
+        if self._turn == batch.turn:  # this turn's second broadcast frame here
+            batch.crowded = True
+        else:
+            self._turn = batch.turn
+            if self._out is None and not batch.burst and not self.transport.is_closing():
                 batch.schedule()
                 self._write(frame)
                 return self._backlog
-        return self.queue(frame)
+        out = self._out
+        if out is None:
+            return self.queue(frame)
+        out.append(frame)
+        queued = self._queued = self._queued + len(frame)
+        if queued >= WRITE_AT:
+            self.write_out()
+        return self._backlog
 
     def write_out(self) -> None:
         """Write what was queued now (before a control frame, or from the batcher)."""
@@ -252,7 +267,7 @@ class Batcher:
     is never held longer than the rest of the current turn.
     """
 
-    __slots__ = ("_loop", "_scheduled", "_sockets", "turn")
+    __slots__ = ("_loop", "_scheduled", "_sockets", "burst", "crowded", "turn")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -260,6 +275,10 @@ class Batcher:
         self._scheduled = False
         #: the number of turns ended so far (an outbox compares it with its own)
         self.turn = 0
+        #: a socket got a second broadcast frame in this turn
+        self.crowded = False
+        #: the last turn was crowded: broadcasts queue in this one too
+        self.burst = False
 
     def schedule(self) -> None:
         """End this turn with a :meth:`run` (once per turn)."""
@@ -276,6 +295,7 @@ class Batcher:
         """End the turn: write out every socket's queue (one write each)."""
         self._scheduled = False
         self.turn += 1
+        self.burst, self.crowded = self.crowded, False
         sockets, self._sockets = self._sockets, []
         for sock in sockets:
             try:
