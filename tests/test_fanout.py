@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import trustme
-from helpers import NETWORK_TRANSPORTS, UNIT, environment
+from helpers import NETWORK_TRANSPORTS, UNIT, Env, environment
 from helpers.raw import RawPeer
 from websockets.frames import Frame, Opcode
 
@@ -316,29 +316,36 @@ def mixed_sender(count: int) -> Any:
     return go
 
 
+async def check_mixed_order(env: Env, server: neffos.Server, count: int) -> None:
+    """Two clients, ``a`` and ``b``; ``a`` emits ``go`` to a handler that sends
+    numbers 0..count-1, the odd ones to ``a`` alone and the even ones to all.
+    Each client must get its numbers whole and in order."""
+    got: dict[str, list[int]] = {"a": [], "b": []}
+    done = {name: asyncio.get_running_loop().create_future() for name in got}
+
+    def receiver(name: str, last: int) -> Any:
+        def on_n(ns: neffos.NSConn, msg: neffos.Message) -> None:
+            got[name].append(int(msg.body))
+            if int(msg.body) == last and not done[name].done():
+                done[name].set_result(None)
+
+        return {NS: {"n": on_n}}
+
+    a = await env.dial(server, receiver("a", count - 1))
+    b = await env.dial(server, receiver("b", (count - 1) // 2 * 2))  # the broadcasts only
+    ns_a = await a.connect(NS)
+    await b.connect(NS)
+    ns_a.emit("go")
+    await asyncio.wait_for(asyncio.gather(*done.values()), 10 * UNIT)
+    assert got["a"] == list(range(count))
+    assert got["b"] == list(range(0, count, 2))
+
+
 async def test_broadcasts_and_direct_sends_keep_their_order(transport: str) -> None:
     count = 400
     async with environment(transport) as env:
         server = await env.server({NS: {"go": mixed_sender(count)}})
-        got: dict[str, list[int]] = {"a": [], "b": []}
-        done = {name: asyncio.get_running_loop().create_future() for name in got}
-
-        def receiver(name: str, last: int) -> Any:
-            def on_n(ns: neffos.NSConn, msg: neffos.Message) -> None:
-                got[name].append(int(msg.body))
-                if int(msg.body) == last and not done[name].done():
-                    done[name].set_result(None)
-
-            return {NS: {"n": on_n}}
-
-        a = await env.dial(server, receiver("a", count - 1))
-        b = await env.dial(server, receiver("b", count - 2))  # b gets the broadcasts only
-        ns_a = await a.connect(NS)
-        await b.connect(NS)
-        ns_a.emit("go")
-        await asyncio.wait_for(asyncio.gather(*done.values()), 10 * UNIT)
-        assert got["a"] == list(range(count))
-        assert got["b"] == list(range(0, count, 2))
+        await check_mixed_order(env, server, count)
 
 
 async def test_order_holds_while_the_loop_catches_up(transport: str) -> None:
@@ -346,7 +353,6 @@ async def test_order_holds_while_the_loop_catches_up(transport: str) -> None:
     in burst mode (broadcasts queue from the first frame); order holds through
     crowded, burst and quiet turns alike."""
     rounds = [40, 40, 1, 40, 2, 1, 40]  # messages per turn
-    total = sum(rounds)
     bursts: list[bool] = []
 
     async def go(ns: neffos.NSConn, msg: neffos.Message) -> None:
@@ -364,26 +370,7 @@ async def test_order_holds_while_the_loop_catches_up(transport: str) -> None:
 
     async with environment(transport) as env:
         server = await env.server({NS: {"go": go}})
-        got: dict[str, list[int]] = {"a": [], "b": []}
-        done = {name: asyncio.get_running_loop().create_future() for name in got}
-
-        def receiver(name: str, last: int) -> Any:
-            def on_n(ns: neffos.NSConn, msg: neffos.Message) -> None:
-                got[name].append(int(msg.body))
-                if int(msg.body) == last and not done[name].done():
-                    done[name].set_result(None)
-
-            return {NS: {"n": on_n}}
-
-        last_even = total - 1 if (total - 1) % 2 == 0 else total - 2
-        a = await env.dial(server, receiver("a", total - 1))
-        b = await env.dial(server, receiver("b", last_even))  # the broadcasts only
-        ns_a = await a.connect(NS)
-        await b.connect(NS)
-        ns_a.emit("go")
-        await asyncio.wait_for(asyncio.gather(*done.values()), 10 * UNIT)
-        assert got["a"] == list(range(total))
-        assert got["b"] == list(range(0, total, 2))
+        await check_mixed_order(env, server, sum(rounds))
         if transport in NETWORK_TRANSPORTS:  # server sockets with an outbox
             assert bursts == [True, True, False, True, False, False, True]
 
