@@ -333,15 +333,10 @@ async def run_attack(transport: str, name: str, count: int) -> None:
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
-async def test_memory_is_bounded_under_attack(
-    net_transport: str, name: str, request: pytest.FixtureRequest
-) -> None:
-    if net_transport == "aiohttp" and name == "pings, pongs never read":
-        # Cause found (2026-12-01): aiohttp closed the TCP connection gracefully after
-        # the WebSocket ended, so it kept flushing pongs to a peer that never reads;
-        # serve_websocket now aborts it after close_timeout. Passed 3 of 4 runs since;
-        # kept non-strict (reports XPASS) until it has a clean record in CI.
-        request.applymarker(pytest.mark.xfail(reason="aiohttp ping flood: fixed, on probation"))
+async def test_memory_is_bounded_under_attack(net_transport: str, name: str) -> None:
+    # [aiohttp-pings, pongs never read] once failed: aiohttp closed the TCP
+    # connection gracefully after the WebSocket ended and kept flushing pongs to a
+    # peer that never reads; serve_websocket aborts it after close_timeout now.
     await run_attack(net_transport, name, ATTACKS[name][1])
 
 
