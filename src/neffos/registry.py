@@ -224,6 +224,12 @@ class Registry:
         # One message for all: a server socket builds its frame once (frames.py).
         shared = Shared(data, is_binary_frame(data, msg.set_binary))
         sent = 0
+        if ex_id is None and not check and seen is None:  # the common case, kept tight
+            for conn in targets:
+                if conn is not ex_conn and conn.write_shared(shared):
+                    sent += 1
+            self.stats.messages_out += sent
+            return sent
         for conn in targets:
             if (
                 conn is ex_conn

@@ -184,7 +184,7 @@ class AiohttpServerSocket(AiohttpSocket):
     def send_shared(self, shared: Shared) -> int:
         if self._ws.closed:
             raise ConnectionResetError("the WebSocket is closed")
-        return self._outbox.queue_shared(shared.frame())
+        return self._outbox.queue_shared(shared.frame)
 
     def _write_queued(self) -> None:
         self._outbox.write_out()

@@ -4,9 +4,9 @@ Two things make fan-out cheap, and both live here:
 
 * **A frame is built once.** A server's frames are not masked (RFC 6455 §5.1),
   so the bytes of one broadcast are the same for every receiver. A broadcast
-  wraps its message in a :class:`Shared`, whose :meth:`Shared.frame` builds the
-  WebSocket frame the first time a socket asks for it; every other receiving
-  socket queues the very same ``bytes`` object.
+  wraps its message in a :class:`Shared`, which builds the WebSocket frame
+  once (``Shared.frame``); every receiving socket queues the very same
+  ``bytes`` object.
 * **At most two writes per connection per loop turn.** A server socket does
   not write each frame as it is sent: it queues it (:meth:`Outbox.queue`)
   and registers with its loop's :class:`Batcher`, which writes every queued
@@ -105,23 +105,17 @@ def data_frame(data: bytes, binary: bool) -> bytes:
 class Shared:
     """One data message sent to many connections (a broadcast).
 
-    ``data`` and ``binary`` are what :meth:`Socket.send` would take; the
-    server frame is built on the first :meth:`frame` call and then reused.
+    ``data`` and ``binary`` are what :meth:`Socket.send` would take; ``frame``
+    is the server frame of the message, built once here (one copy of the
+    message per broadcast) and handed as it is to every receiving socket.
     """
 
-    __slots__ = ("_frame", "binary", "data")
+    __slots__ = ("binary", "data", "frame")
 
     def __init__(self, data: bytes, binary: bool) -> None:
         self.data = data
         self.binary = binary
-        self._frame: bytes | None = None
-
-    def frame(self) -> bytes:
-        """The server frame of the message (built once)."""
-        frame = self._frame
-        if frame is None:
-            frame = self._frame = data_frame(self.data, self.binary)
-        return frame
+        self.frame = data_frame(data, binary)
 
 
 class Outbox:

@@ -255,7 +255,7 @@ class PicowsServerSocket(PicowsSocket):
         return self._outbox.queue(data_frame(data, binary))  # type: ignore[union-attr]
 
     def send_shared(self, shared: Shared) -> int:
-        return self._outbox.queue_shared(shared.frame())  # type: ignore[union-attr]
+        return self._outbox.queue_shared(shared.frame)  # type: ignore[union-attr]
 
     def _write_queued(self) -> None:
         if self._outbox is not None:

@@ -256,7 +256,7 @@ class WebsocketsServerSocket(WebsocketsSocket):
     def send_shared(self, shared: Shared) -> int:
         if self._proto.state is not _OPEN:
             raise ConnectionResetError("the WebSocket is closed")
-        return self._outbox.queue_shared(shared.frame())  # type: ignore[union-attr]
+        return self._outbox.queue_shared(shared.frame)  # type: ignore[union-attr]
 
     def _write_queued(self) -> None:
         if self._outbox is not None:
