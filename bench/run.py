@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 HERE = pathlib.Path(__file__).parent
@@ -205,7 +206,6 @@ async def run_idle(target: str, opts: argparse.Namespace) -> dict[str, Any]:
     finally:
         for gen in gens:
             await stop(gen)
-        await stop(proc)
 
 
 def add_baseline(ref: str, name: str) -> None:
@@ -321,10 +321,66 @@ async def run_room(target: str, opts: argparse.Namespace, size: int, rate: float
     Latency is send to receipt, measured on every ``--sample``-th receiver (the
     clocks are the same: perf_counter is CLOCK_MONOTONIC in every process).
     """
-    proc, port = await start_server(target, opts.loop)
+    async with room_server(target, opts) as (cpu_seconds_so_far, port):
+        return await _run_room(target, opts, size, rate, cpu_seconds_so_far, port)
+
+
+#: the room-* target that is ``neffos serve --workers N`` (``--workers``) on a Redis bus
+ROOM_WORKERS = "neffos-workers-redis"
+
+
+@contextlib.asynccontextmanager
+async def room_server(
+    target: str, opts: argparse.Namespace
+) -> AsyncIterator[tuple[Callable[[], float], int]]:
+    """The target's server for a room run: a function giving its CPU seconds so
+    far (with every worker's, for ``neffos-workers-redis``), and its port."""
+    if target != ROOM_WORKERS:
+        proc, port = await start_server(target, opts.loop)
+        try:
+            yield (lambda: cpu_seconds(proc.pid)), port
+        finally:
+            await stop(proc)
+        return
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from helpers.brokers import Broker  # the same broker processes as the tests
+
+    broker = Broker("redis")
+    await broker.start()
+    command = None
+    try:
+        command, port = await start_command(opts.workers, broker.address)
+        pid = command.pid
+        yield (lambda: sum(map(cpu_seconds, process_tree(pid)))), port
+    finally:
+        if command is not None:
+            await stop_command(command)
+        await broker.close()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux: /proc/PID/task/TID/children)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        found.append(parent)
+        with contextlib.suppress(OSError):
+            for task in pathlib.Path(f"/proc/{parent}/task").iterdir():
+                todo += map(int, (task / "children").read_text().split())
+    return found
+
+
+async def _run_room(
+    target: str,
+    opts: argparse.Namespace,
+    size: int,
+    rate: float,
+    server_cpu: Callable[[], float],
+    port: int,
+) -> dict[str, Any]:
     gens: list[asyncio.subprocess.Process] = []
     url = f"ws://127.0.0.1:{port}/"
-    protocol = TARGETS[target][1]
+    protocol = "neffos" if target == ROOM_WORKERS else TARGETS[target][1]
     if rate:
         messages = max(1, round(rate * opts.room_seconds))
     else:
@@ -348,7 +404,7 @@ async def run_room(target: str, opts: argparse.Namespace, size: int, rate: float
             if not line:
                 assert gen.stderr is not None
                 raise RuntimeError((await gen.stderr.read()).decode()[-2000:])
-        cpu_before = cpu_seconds(proc.pid)
+        cpu_before = server_cpu()
         sent = await loadgen(
             ["send", "--url", url, "--protocol", protocol, "--messages", str(messages),
              "--rate", str(rate), "--loop", opts.loop], 600,
@@ -365,7 +421,7 @@ async def run_room(target: str, opts: argparse.Namespace, size: int, rate: float
                 await gen.stdin.drain()
                 line = await asyncio.wait_for(gen.stdout.readline(), 120)
             results.append(json.loads(line))
-        cpu = cpu_seconds(proc.pid) - cpu_before
+        cpu = server_cpu() - cpu_before
         histogram: dict[int, int] = {}
         for r in results:
             for bucket, count in r["histogram"].items():
@@ -394,7 +450,6 @@ async def run_room(target: str, opts: argparse.Namespace, size: int, rate: float
     finally:
         for gen in gens:
             await stop(gen)
-        await stop(proc)
 
 
 def _histogram_percentile(histogram: dict[int, int], p: float) -> float:

@@ -45,6 +45,7 @@ events = {
     "chat": {
         "echo": lambda ns, msg: msg.body,
         "slow": slow,
+        "loop": lambda ns, msg: type(asyncio.get_running_loop()).__module__.encode(),
         neffos.ON_NAMESPACE_CONNECTED: lambda ns, msg: print(f"connected {ns.conn.id}",
                                                             flush=True),
         neffos.ON_ROOM_JOINED: joined,
@@ -175,6 +176,7 @@ async def test_broker_unreachable(app_dir: Path, option: str, url: str, expected
     ("redis", ["--redis", "redis://127.0.0.1:1"], "neffos[redis]"),
     ("nats", ["--nats", "nats://127.0.0.1:1"], "neffos[nats]"),
     ("websockets", ["--transport", "websockets"], "neffos[websockets]"),
+    ("uvloop", ["--loop", "uvloop"], "neffos[uvloop]"),
 ])
 async def test_missing_extra(app_dir: Path, tmp_path_factory: pytest.TempPathFactory,
                              library: str, args: list[str], extra: str) -> None:
@@ -211,6 +213,30 @@ async def test_serve_a_server_or_a_factory(app_dir: Path, target: str) -> None:
             assert reply.text == "hello"
         with pytest.raises(neffos.DialError):  # other paths are 404
             await neffos.dial(url.removesuffix("echo") + "other", {"chat": {}}, timeout=WAIT)
+        await stop(program)
+
+
+@pytest.mark.parametrize(("option", "blocked", "expected"), [
+    ([], False, "uvloop"),  # auto: uvloop, installed with the test extra
+    ([], True, "asyncio.unix_events"),  # auto without uvloop: asyncio's own loop
+    (["--loop", "asyncio"], False, "asyncio.unix_events"),
+    (["--loop", "uvloop"], False, "uvloop"),
+])
+async def test_event_loop(app_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+                          option: list[str], blocked: bool, expected: str) -> None:
+    if sys.platform == "win32":
+        pytest.skip("uvloop does not run on Windows")
+    env = None
+    if blocked:  # an uvloop package that cannot be imported, ahead of site-packages
+        blocker = tmp_path_factory.mktemp("blocked") / "uvloop"
+        blocker.mkdir()
+        (blocker / "__init__.py").write_text("raise ImportError('uvloop is blocked here')\n")
+        env = {**ENV, "PYTHONPATH": str(blocker.parent)}
+    async with serving(app_dir, "app:server", "--port", "0", *option, env=env) as (program, url):
+        async with neffos.dial(url, {"chat": {}}, timeout=WAIT) as client:
+            ns = await client.connect("chat", timeout=WAIT)
+            reply = await ns.ask("loop", timeout=WAIT)
+            assert reply.text == expected
         await stop(program)
 
 

@@ -70,6 +70,7 @@ NO_BUS = (
 )
 
 LEVELS = ("critical", "error", "warning", "info", "debug")
+LOOPS = ("auto", "asyncio", "uvloop")
 
 
 class CommandError(Exception):
@@ -107,6 +108,11 @@ def add_command(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     serve.add_argument(
         "--allowed-origin", action="append", metavar="ORIGIN", dest="allowed_origins",
         help="an Origin browsers may connect from (repeat it; others get 403)",
+    )
+    serve.add_argument(
+        "--loop", choices=LOOPS, default="auto",
+        help="event loop: uvloop (neffos[uvloop]), asyncio, or auto: uvloop when it is "
+        "installed (%(default)s)",
     )
     serve.add_argument(
         "--log-level", choices=LEVELS, default="warning",
@@ -153,7 +159,8 @@ def worker_command(args: argparse.Namespace, port: int, fd: int) -> list[str]:
     """The arguments of one worker of ``args`` (after ``python -m neffos``)."""
     command = [
         "serve", args.app, "--host", args.host, "--port", str(port),
-        "--log-level", args.log_level, "--shutdown-timeout", str(args.shutdown_timeout),
+        "--log-level", args.log_level, "--loop", args.loop,
+        "--shutdown-timeout", str(args.shutdown_timeout),
         "--workers", str(args.workers), "--worker-fd", str(fd),
     ]
     for option, value in (
@@ -201,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
                 lambda port, fd: worker_command(args, port, fd), args.workers, args.host,
                 args.port, args.shutdown_timeout, args.metrics_port,
             ))
-        return asyncio.run(serve(args, channel))
+        with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+            return runner.run(serve(args, channel))
     except CommandError as exc:
         if channel is not None:  # the supervisor prints it (once, for all workers)
             channel.error(str(exc))
@@ -311,6 +319,24 @@ async def start(
     if exporter is not None:
         print(f"metrics on {exporter.url}", flush=True)
     return server, listener, exporter
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``--loop``: what makes the event loop of a server process (``None``: asyncio's).
+
+    Raises:
+        CommandError: ``uvloop`` was asked for and is not installed.
+    """
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if name == "auto":
+            return None
+        raise CommandError("--loop uvloop needs uvloop: pip install 'neffos[uvloop]'")
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def need_metrics() -> None:
