@@ -210,7 +210,16 @@ class MetricsListener:
         return f"http://{host}:{self.port}{self.path}"
 
     async def close(self) -> None:
+        """Stop listening and wait until the socket is closed.
+
+        On Python 3.13 and later, clients still connected are closed too. On
+        3.12 (whose ``wait_closed`` waits for them, unlike 3.11's) a client that
+        sends nothing can make this wait until its request times out (10 s).
+        """
         self._aio_server.close()
+        close_clients = getattr(self._aio_server, "close_clients", None)
+        if close_clients is not None:  # Python 3.13+
+            close_clients()
         await self._aio_server.wait_closed()
 
 
