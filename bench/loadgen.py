@@ -514,9 +514,11 @@ async def run_receive(args: argparse.Namespace, proto: Proto) -> dict[str, Any]:
     for client in clients:
         client.sampled = not isinstance(client, CountingClient)
     print(json.dumps({"ready": True, "receivers": len(clients)}), flush=True)
+    cpu = time.process_time()
     # Done when every message reached every client here, or when told to stop.
     told = stdin_line()
     await asyncio.wait([gen.done, told], return_when=asyncio.FIRST_COMPLETED)
+    cpu = time.process_time() - cpu
     for c in clients:
         c.t.disconnect()  # type: ignore[union-attr]
     return {
@@ -528,6 +530,7 @@ async def run_receive(args: argparse.Namespace, proto: Proto) -> dict[str, Any]:
         "histogram": gen.histogram,
         "reordered": sum(c.reordered for c in clients),
         "errors": gen.disconnects,
+        "cpu_s": cpu,
     }
 
 

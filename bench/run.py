@@ -58,6 +58,27 @@ PER_LOADGEN = 9000
 START_TIMEOUT = 30
 
 
+def broker_class() -> Any:
+    """``tests/helpers/brokers.Broker``: the same broker processes as the tests."""
+    tests = str(HERE.parent / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    from helpers.brokers import Broker
+
+    return Broker
+
+
+@contextlib.asynccontextmanager
+async def running_broker(kind: str) -> AsyncIterator[Any]:
+    """A ``redis-server`` or ``nats-server`` of our own for the length of the block."""
+    broker = broker_class()(kind)
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.close()
+
+
 class TargetDidNotStart(Exception):
     """A target server exited, or printed no port, before it listened."""
 
@@ -206,6 +227,7 @@ async def run_idle(target: str, opts: argparse.Namespace) -> dict[str, Any]:
     finally:
         for gen in gens:
             await stop(gen)
+        await stop(proc)
 
 
 def add_baseline(ref: str, name: str) -> None:
@@ -230,9 +252,7 @@ async def run_cross_node(target: str, opts: argparse.Namespace) -> dict[str, Any
     ``one-node`` is the baseline measured in the same run: sender and receivers
     on one server without any exchange.
     """
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    from helpers.brokers import Broker  # the same broker processes as the tests
-
+    Broker = broker_class()
     broker = None
     procs: list[asyncio.subprocess.Process] = []
     try:
@@ -342,20 +362,13 @@ async def room_server(
         finally:
             await stop(proc)
         return
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    from helpers.brokers import Broker  # the same broker processes as the tests
-
-    broker = Broker("redis")
-    await broker.start()
-    command = None
-    try:
-        command, port = await start_command(opts.workers, broker.address)
-        pid = command.pid
-        yield (lambda: sum(map(cpu_seconds, process_tree(pid)))), port
-    finally:
-        if command is not None:
+    async with running_broker("redis") as broker:
+        command, port = await start_command(opts.workers, broker.address, opts.loop)
+        try:
+            pid = command.pid
+            yield (lambda: sum(map(cpu_seconds, process_tree(pid)))), port
+        finally:
             await stop_command(command)
-        await broker.close()
 
 
 def process_tree(pid: int) -> list[int]:
@@ -445,6 +458,9 @@ async def _run_room(
             "p50_ms": _histogram_percentile(histogram, 50),
             "p99_ms": _histogram_percentile(histogram, 99),
             "cpu_s_per_million": cpu / max(deliveries, 1) * 1e6,
+            # the receiver processes' CPU over the run, in cores (not printed)
+            "receivers_cores": sum(r["cpu_s"] for r in results) / elapsed if elapsed else 0.0,
+            "server_cores": cpu / elapsed if elapsed else 0.0,
             "errors": sum(r["errors"] for r in results),
         }
     finally:
@@ -477,10 +493,13 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-async def start_command(workers: int, redis: str | None) -> tuple[asyncio.subprocess.Process, int]:
+async def start_command(
+    workers: int, redis: str | None, loop: str
+) -> tuple[asyncio.subprocess.Process, int]:
     """``python -m neffos serve workers_app:make_server --workers N`` here; its port."""
     args = ["-m", "neffos", "serve", "workers_app:make_server", "--port", "0",
             "--workers", str(workers)]
+    args += ["--loop", loop]
     if redis is not None:
         args += ["--redis", redis]
     env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src"), "PYTHONUNBUFFERED": "1"}
@@ -521,9 +540,7 @@ async def run_workers(target: str, opts: argparse.Namespace) -> dict[str, Any]:
     Connections are spread over the workers by the kernel (``SO_REUSEPORT``); a
     broadcast reaches the receivers of the other workers through Redis.
     """
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    from helpers.brokers import Broker  # the same broker processes as the tests
-
+    Broker = broker_class()
     workers = opts.workers if target == "n-workers-redis" else 1
     broker = None
     proc = None
@@ -531,7 +548,9 @@ async def run_workers(target: str, opts: argparse.Namespace) -> dict[str, Any]:
         if target.endswith("-redis"):
             broker = Broker("redis")
             await broker.start()
-        proc, port = await start_command(workers, broker.address if broker else None)
+        proc, port = await start_command(
+            workers, broker.address if broker else None, opts.loop
+        )
         url = f"ws://127.0.0.1:{port}/"
         echo = await loadgen(
             ["echo", "--url", url, "--clients", str(opts.clients), "--size", str(opts.size),
@@ -728,7 +747,8 @@ async def main() -> int:
     parser.add_argument("--latency-messages", type=int, default=400)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--workers", type=int, default=default_workers(),
-                        help="workers scenario: N (default: the cores here, %(default)s)")
+                        help="workers scenario and the neffos-workers-redis target: N"
+                             " (default: the cores here, %(default)s)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--repeat", type=int, default=1,
                         help="run each scenario N times (interleaved), keep the median")
@@ -761,6 +781,9 @@ async def main() -> int:
         else:
             print(f"bench: unknown scenario {scenario!r}", file=sys.stderr)
             return 2
+    if ROOM_WORKERS in opts.targets.split(",") and not all(map(room_scenario, scenarios)):
+        print(f"bench: {ROOM_WORKERS} runs the room-* scenarios only", file=sys.stderr)
+        return 2
     for scenario in scenarios:
         results[scenario] = {}
         targets = (

@@ -19,8 +19,11 @@ of N with one write per receiver and message.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import pathlib
+import platform
 import selectors
 import socket
 import subprocess
@@ -53,6 +56,8 @@ def main() -> None:
     parser.add_argument("--conns", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between rounds")
+    parser.add_argument("--out", default=None, help="the JSON file to save (default: in"
+                        " bench/results/)")
     parser.add_argument("--receive", type=int, help=argparse.SUPPRESS)  # the child's role
     args = parser.parse_args()
     if args.receive is not None:
@@ -94,6 +99,14 @@ def main() -> None:
         "cpu_us_per_write": round(sum(cpus) / len(cpus) / args.conns * 1e6, 2),
     }
     print(json.dumps(result))
+    out = pathlib.Path(args.out) if args.out else pathlib.Path(__file__).parent / "results" / (
+        datetime.datetime.now().strftime("write-floor-%Y%m%d-%H%M%S.json")
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"command": " ".join(sys.argv), "python": platform.python_version(),
+            "cpus": os.cpu_count()}
+    out.write_text(json.dumps({"meta": meta, "result": result}, indent=2))
+    print(f"saved {out}")
 
 
 if __name__ == "__main__":

@@ -172,6 +172,15 @@ async def test_broker_unreachable(app_dir: Path, option: str, url: str, expected
     assert line.startswith(expected), line
 
 
+def without(library: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a process in which ``library`` cannot be imported: a
+    package of that name that raises ImportError, ahead of site-packages."""
+    blocker = tmp_path_factory.mktemp("blocked") / library
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text(f"raise ImportError('{library} is blocked here')\n")
+    return {**ENV, "PYTHONPATH": str(blocker.parent)}
+
+
 @pytest.mark.parametrize(("library", "args", "extra"), [
     ("redis", ["--redis", "redis://127.0.0.1:1"], "neffos[redis]"),
     ("nats", ["--nats", "nats://127.0.0.1:1"], "neffos[nats]"),
@@ -180,11 +189,7 @@ async def test_broker_unreachable(app_dir: Path, option: str, url: str, expected
 ])
 async def test_missing_extra(app_dir: Path, tmp_path_factory: pytest.TempPathFactory,
                              library: str, args: list[str], extra: str) -> None:
-    # A package of that name that cannot be imported, ahead of site-packages.
-    blocker = tmp_path_factory.mktemp("blocked") / library
-    blocker.mkdir()
-    (blocker / "__init__.py").write_text(f"raise ImportError('{library} is blocked here')\n")
-    env = {**ENV, "PYTHONPATH": str(blocker.parent)}
+    env = without(library, tmp_path_factory)
     line = await fails(app_dir, "serve", "app:server", "--port", "0", *args, env=env)
     assert extra in line, line
 
@@ -224,14 +229,9 @@ async def test_serve_a_server_or_a_factory(app_dir: Path, target: str) -> None:
 ])
 async def test_event_loop(app_dir: Path, tmp_path_factory: pytest.TempPathFactory,
                           option: list[str], blocked: bool, expected: str) -> None:
-    if sys.platform == "win32":
-        pytest.skip("uvloop does not run on Windows")
-    env = None
-    if blocked:  # an uvloop package that cannot be imported, ahead of site-packages
-        blocker = tmp_path_factory.mktemp("blocked") / "uvloop"
-        blocker.mkdir()
-        (blocker / "__init__.py").write_text("raise ImportError('uvloop is blocked here')\n")
-        env = {**ENV, "PYTHONPATH": str(blocker.parent)}
+    if expected == "uvloop":
+        pytest.importorskip("uvloop")  # in the test extra, except on Windows
+    env = without("uvloop", tmp_path_factory) if blocked else None
     async with serving(app_dir, "app:server", "--port", "0", *option, env=env) as (program, url):
         async with neffos.dial(url, {"chat": {}}, timeout=WAIT) as client:
             ns = await client.connect("chat", timeout=WAIT)

@@ -21,7 +21,9 @@ from websockets.frames import Frame, Opcode
 
 import neffos
 from neffos.protocol import parse
+from neffos.transports import frames as frames_module
 from neffos.transports.frames import (
+    BURST_GAP,
     WRITE_AT,
     Outbox,
     Shared,
@@ -137,7 +139,11 @@ async def test_frames_of_one_turn_leave_in_one_write() -> None:
     await close_pair(transport, keep)
 
 
-async def test_a_broadcasts_first_frame_of_a_turn_leaves_at_once() -> None:
+async def test_a_broadcasts_first_frame_of_a_turn_leaves_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every turn here follows the last at once, however slow the machine.
+    monkeypatch.setattr(frames_module, "BURST_GAP", 3600.0)
     transport, reader, keep = await tcp_pair()
     counting = Counting(transport)
     outbox = Outbox(counting)
@@ -172,6 +178,47 @@ async def test_a_broadcasts_first_frame_of_a_turn_leaves_at_once() -> None:
     assert counting.writes == 6
     assert not batcher().burst  # one broadcast frame in that turn: not crowded
     expected = b"".join(frames[:5])
+    assert await asyncio.wait_for(reader.readexactly(len(expected)), 5 * UNIT) == expected
+    await close_pair(transport, keep)
+
+
+async def test_after_a_pause_a_broadcast_leaves_at_once_again() -> None:
+    transport, reader, keep = await tcp_pair()
+    counting = Counting(transport)
+    outbox = Outbox(counting)
+    frames = [data_frame(f"message {i}".encode(), False) for i in range(4)]
+    outbox.queue_shared(frames[0])
+    outbox.queue_shared(frames[1])  # a crowded turn
+    await asyncio.sleep(0)
+    assert batcher().burst and counting.writes == 2
+    await asyncio.sleep(10 * BURST_GAP)  # the loop was idle: it is not behind
+    outbox.queue_shared(frames[2])
+    assert counting.writes == 3  # at once
+    assert not batcher().burst
+    outbox.queue_shared(frames[3])  # behind it in the same turn, crowded again
+    assert counting.writes == 3
+    await asyncio.sleep(0)
+    assert counting.writes == 4 and batcher().burst
+    expected = b"".join(frames)
+    assert await asyncio.wait_for(reader.readexactly(len(expected)), 5 * UNIT) == expected
+    await close_pair(transport, keep)
+
+
+async def test_a_broadcast_queue_reaching_write_at_is_written_at_once() -> None:
+    transport, reader, keep = await tcp_pair()
+    counting = Counting(transport)
+    outbox = Outbox(counting)
+    frame = data_frame(b"y" * 1000, True)
+    # the first is written at once; the queue behind it passes WRITE_AT with the last
+    count = WRITE_AT // len(frame) + 2
+    for _ in range(count - 1):
+        outbox.queue_shared(frame)
+    assert counting.writes == 1  # the first, at once; the rest queued
+    outbox.queue_shared(frame)
+    assert counting.writes == 2 and outbox.waiting() == 0  # written in the same turn
+    await asyncio.sleep(0)
+    assert counting.writes == 2  # nothing left for the end of the turn
+    expected = frame * count
     assert await asyncio.wait_for(reader.readexactly(len(expected)), 5 * UNIT) == expected
     await close_pair(transport, keep)
 

@@ -204,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
                 raise CommandError(problem)
             if args.metrics_port is not None:
                 need_metrics()
+            loop_factory(args.loop)  # a missing uvloop fails here, not in every worker
             return asyncio.run(workers.supervise(
                 lambda port, fd: worker_command(args, port, fd), args.workers, args.host,
                 args.port, args.shutdown_timeout, args.metrics_port,
@@ -334,6 +335,8 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         if name == "auto":
             return None
+        if sys.platform == "win32":
+            raise CommandError("--loop uvloop: uvloop does not run on Windows")
         raise CommandError("--loop uvloop needs uvloop: pip install 'neffos[uvloop]'")
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory

@@ -212,9 +212,10 @@ class MetricsListener:
     async def close(self) -> None:
         """Stop listening and wait until the socket is closed.
 
-        On Python 3.13 and later, clients still connected are closed too. On
-        3.12 (whose ``wait_closed`` waits for them, unlike 3.11's) a client that
-        sends nothing can make this wait until its request times out (10 s).
+        On asyncio's loop from Python 3.13, clients still connected are closed
+        too. On 3.12 (whose ``wait_closed`` waits for them, unlike 3.11's and
+        uvloop's) a client that sends nothing can make this wait until its
+        request times out (10 s).
         """
         self._aio_server.close()
         close_clients = getattr(self._aio_server, "close_clients", None)

@@ -16,11 +16,13 @@ Two things make fan-out cheap, and both live here:
   written at once, so the first receivers of a big room do not wait for the
   whole room to be walked. Ten messages to one connection in one turn are one
   or two system calls instead of ten. A turn that gave some socket a second
-  broadcast frame means the loop is behind, so the next turn queues
-  broadcasts from the first frame too (:attr:`Batcher.burst`): one write
-  per connection per turn until a turn is quiet again. A write goes straight
-  to the socket's file descriptor when the transport holds nothing (as picows
-  does for its own frames), which skips the event loop's write buffering.
+  broadcast frame is *crowded*: if the next turn begins within
+  :data:`BURST_GAP` of it (the loop is behind: more messages were waiting),
+  it queues broadcasts from the first frame too (:attr:`Batcher.burst`), one
+  write per connection per turn; after a pause, the first frames are written
+  at once again. A write goes straight to the socket's file descriptor when
+  the transport holds nothing (as picows does for its own frames), which
+  skips the event loop's write buffering.
 
 What a socket reports as waiting to be sent (the engine's ``send_buffer``
 check) is what its transport held after its last write, as when every frame
@@ -49,6 +51,7 @@ import weakref
 from typing import Any
 
 __all__ = [
+    "BURST_GAP",
     "OP_BINARY",
     "OP_CLOSE",
     "OP_PING",
@@ -68,6 +71,8 @@ OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
 #: bytes a socket's queue may reach before it is written out in the same turn
 WRITE_AT = 64 * 1024
+#: seconds after a crowded turn within which the next turn is still in burst mode
+BURST_GAP = 0.001
 
 # The two header bytes of every final, unmasked frame shorter than 126 bytes.
 _SHORT_TEXT = tuple(bytes((0x80 | OP_TEXT, size)) for size in range(126))
@@ -132,9 +137,9 @@ class Outbox:
     writes the first frame of a turn at once instead: a broadcast walks all its
     receivers in one go, and holding every frame until the walk is over would
     make the first receivers wait for the last. Frames after the first in the
-    same turn are queued behind it, so order holds either way. After a turn
-    in which some socket got a second broadcast frame, the loop is behind,
-    and the next turn's broadcasts queue from the first frame as well.
+    same turn are queued behind it, so order holds either way. A turn that
+    begins right after one in which some socket got a second broadcast frame
+    (the loop is behind) queues its broadcasts from the first frame as well.
 
     A write goes straight to the socket (``os.write`` on its file descriptor)
     when the transport holds nothing, the way picows writes its own frames: one
@@ -180,9 +185,14 @@ class Outbox:
         batch = self._batch
         if self._turn == batch.turn:  # this turn's second broadcast frame here
             batch.crowded = True
+            batch.schedule()  # (the turn ends even if this socket drops the frame)
         else:
             self._turn = batch.turn
-            if self._out is None and not batch.burst and not self.transport.is_closing():
+            if (
+                self._out is None
+                and not (batch.burst and batch.behind())
+                and not self.transport.is_closing()
+            ):
                 batch.schedule()
                 self._write(frame)
                 return self._backlog
@@ -261,7 +271,9 @@ class Batcher:
     is never held longer than the rest of the current turn.
     """
 
-    __slots__ = ("_loop", "_scheduled", "_sockets", "burst", "crowded", "turn")
+    __slots__ = (
+        "_asked", "_ended", "_loop", "_scheduled", "_sockets", "burst", "crowded", "turn"
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -271,14 +283,29 @@ class Batcher:
         self.turn = 0
         #: a socket got a second broadcast frame in this turn
         self.crowded = False
-        #: the last turn was crowded: broadcasts queue in this one too
+        #: the last turn was crowded: broadcasts queue in this one too, if it
+        #: began right after it (:meth:`behind`)
         self.burst = False
+        self._ended = 0.0  # loop time at the end of the last crowded turn
+        self._asked = -1  # the turn whose burst :meth:`behind` settled
 
     def schedule(self) -> None:
         """End this turn with a :meth:`run` (once per turn)."""
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.run)
+
+    def behind(self) -> bool:
+        """Whether this turn is still in burst mode: the last turn was crowded
+        and this one began within :data:`BURST_GAP` of its end (a loop that
+        is behind reads the next messages at once; after a pause, the next
+        broadcast's first frames are written at once again). Settled once per
+        turn."""
+        if self._asked != self.turn:
+            self._asked = self.turn
+            if self.burst and self._loop.time() - self._ended > BURST_GAP:
+                self.burst = False
+        return self.burst
 
     def add(self, sock: Outbox) -> None:
         """``sock`` queued its first frame of the turn."""
@@ -290,6 +317,8 @@ class Batcher:
         self._scheduled = False
         self.turn += 1
         self.burst, self.crowded = self.crowded, False
+        if self.burst:
+            self._ended = self._loop.time()
         sockets, self._sockets = self._sockets, []
         for sock in sockets:
             try:
