@@ -47,6 +47,7 @@ import os
 import socket
 import struct
 import sys
+import time
 import weakref
 from typing import Any
 
@@ -286,7 +287,7 @@ class Batcher:
         #: the last turn was crowded: broadcasts queue in this one too, if it
         #: began right after it (:meth:`behind`)
         self.burst = False
-        self._ended = 0.0  # loop time at the end of the last crowded turn
+        self._ended = 0.0  # time.monotonic() when the last crowded turn ended
         self._asked = -1  # the turn whose burst :meth:`behind` settled
 
     def schedule(self) -> None:
@@ -303,7 +304,7 @@ class Batcher:
         turn."""
         if self._asked != self.turn:
             self._asked = self.turn
-            if self.burst and self._loop.time() - self._ended > BURST_GAP:
+            if self.burst and time.monotonic() - self._ended > BURST_GAP:
                 self.burst = False
         return self.burst
 
@@ -317,14 +318,14 @@ class Batcher:
         self._scheduled = False
         self.turn += 1
         self.burst, self.crowded = self.crowded, False
-        if self.burst:
-            self._ended = self._loop.time()
         sockets, self._sockets = self._sockets, []
         for sock in sockets:
             try:
                 sock.write_out()
             except Exception:  # one broken transport must not stop the rest
                 sock.drop()
+        if self.burst:  # (not loop.time(): uvloop's is the time the iteration began)
+            self._ended = time.monotonic()
 
 
 _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Batcher] = (
