@@ -204,6 +204,48 @@ async def test_after_a_pause_a_broadcast_leaves_at_once_again() -> None:
     await close_pair(transport, keep)
 
 
+class Clock:
+    """A stand-in for the ``time`` module in frames.py: a clock that moves only
+    when told (here: by every write, as if each took ``per_write`` seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+async def test_the_gap_counts_from_the_end_of_a_long_flush(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(frames_module, "time", clock)
+
+    class Slow(Counting):
+        def write(self, data: bytes) -> None:
+            super().write(data)
+            clock.now += 10 * BURST_GAP  # a write that takes long (a big room's flush)
+
+    transport, reader, keep = await tcp_pair()
+    outbox = Outbox(Slow(transport))
+    frames = [data_frame(f"message {i}".encode(), False) for i in range(6)]
+    for frame in frames[:3]:  # a crowded turn, written at the end in a long flush
+        outbox.queue_shared(frame)
+    await asyncio.sleep(0)
+    assert batcher().burst
+    outbox.queue_shared(frames[3])  # right after the flush: still behind, queued
+    assert outbox.waiting() == len(frames[3])
+    outbox.queue_shared(frames[4])  # crowded again
+    await asyncio.sleep(0)
+    assert batcher().burst
+    clock.now += 2 * BURST_GAP  # then a pause
+    outbox.queue_shared(frames[5])  # no longer behind: at once
+    assert outbox.waiting() == 0 and not batcher().burst
+    expected = b"".join(frames)
+    assert await asyncio.wait_for(reader.readexactly(len(expected)), 5 * UNIT) == expected
+    await close_pair(transport, keep)
+
+
 async def test_a_broadcast_queue_reaching_write_at_is_written_at_once() -> None:
     transport, reader, keep = await tcp_pair()
     counting = Counting(transport)
